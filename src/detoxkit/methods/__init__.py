@@ -1,0 +1,1 @@
+"""Decoding-time detoxification methods. See methods/base.py for the interface."""

@@ -1,0 +1,74 @@
+"""The decoding-time method interface.
+
+A method is configured once (its settings) and bound to a model for each
+generate call: `method.bind(lm)` returns a LogitsTransform that holds the
+per-row state of that call. A transform maps (input_ids [B, T], next-token
+logits [B, V]) to new logits [B, V] and never mutates its inputs. Rows keep
+their position in the batch for the whole call.
+
+A method that needs extra models declares the backends it supports; asking for
+another backend is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import DetoxkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedLM
+
+ALL_BACKENDS = frozenset({"transformers", "vllm", "llamacpp"})
+
+
+class LogitsTransform(ABC):
+    @abstractmethod
+    def __call__(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> torch.FloatTensor:
+        ...
+
+
+class DetoxMethod(ABC):
+    name: str = ""
+    backends: frozenset[str] = ALL_BACKENDS
+
+    def __init__(self, **settings: Any):
+        if settings:
+            raise DetoxkitError(f"method '{self.name}' takes no settings, got {sorted(settings)}")
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings, recorded with every run."""
+        return {}
+
+    def guided_by(self) -> list[str]:
+        """Models, scorers or artefacts that steer this method (for evaluation hygiene)."""
+        return []
+
+    def check_backend(self, backend: str) -> None:
+        if backend not in self.backends:
+            raise DetoxkitError(f"method '{self.name}' does not support the {backend} backend "
+                                f"(supported: {', '.join(sorted(self.backends))})")
+
+    @abstractmethod
+    def bind(self, lm: "LoadedLM") -> LogitsTransform:
+        """Fresh per-call state for one generate call on `lm`."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "settings": self.settings(), "guided_by": self.guided_by()}
+
+
+class _Identity(LogitsTransform):
+    def __call__(self, input_ids, logits):
+        return logits
+
+
+class NoMethod(DetoxMethod):
+    """Plain sampling."""
+
+    name = "none"
+
+    def bind(self, lm):
+        return _Identity()

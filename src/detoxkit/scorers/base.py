@@ -1,0 +1,87 @@
+"""The scorer interface.
+
+A scorer maps texts to one score per attribute in [0, 1]; the first attribute is
+always "toxicity". It declares its name, version and languages, batches and
+sorts by length itself, and loads its model once per process (load_scorer
+caches instances). A text whose score cannot be computed gets NaN, never 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Scorer(ABC):
+    name: str = ""  # registry name
+    version: str = ""  # bump when scores change; recorded with every score
+    attributes: tuple[str, ...] = ("toxicity",)
+    languages: tuple[str, ...] = ("en",)  # ("*",) for any
+    guided_by: tuple[str, ...] = ()  # models/artefacts whose judgement this scorer shares
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64):
+        self.device = device
+        self.batch_size = int(batch_size)
+
+    @abstractmethod
+    def _score_batch(self, texts: list[str]) -> dict[str, Sequence[float]]:
+        """Score one batch; return {attribute: scores}. May raise: the batch is then retried
+        text by text and the texts that still fail get NaN."""
+
+    def score(self, texts: Sequence[str], progress=None) -> dict[str, np.ndarray]:
+        """Scores for every text, in input order. progress: optional callable(n_done)."""
+        texts = list(texts)
+        out = {a: np.full(len(texts), np.nan, dtype=np.float64) for a in self.attributes}
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            for i, scores in zip(idx, self._safe_batch([texts[i] for i in idx])):
+                for attr, value in scores.items():
+                    out[attr][i] = value
+            if progress is not None:
+                progress(len(idx))
+        return out
+
+    def _safe_batch(self, batch: list[str]) -> list[dict[str, float]]:
+        try:
+            return self._rows(self._score_batch(batch), len(batch))
+        except Exception as exc:  # noqa: BLE001 - any scorer failure becomes NaN, counted
+            if len(batch) == 1:
+                log.warning("%s failed on one text: %s", self.name, exc)
+                return [{a: math.nan for a in self.attributes}]
+            return [row for text in batch for row in self._safe_batch([text])]
+
+    def _rows(self, result: dict[str, Sequence[float]], n: int) -> list[dict[str, float]]:
+        rows = [dict() for _ in range(n)]
+        for attr in self.attributes:
+            values = np.asarray(result[attr], dtype=np.float64)
+            if values.shape != (n,):
+                raise ValueError(f"{self.name}: expected {n} scores for {attr}, got {values.shape}")
+            for row, v in zip(rows, values):
+                row[attr] = float(v) if 0.0 <= v <= 1.0 else math.nan
+        return rows
+
+    def info(self) -> dict:
+        return {"name": self.name, "version": self.version, "attributes": list(self.attributes),
+                "languages": list(self.languages), "guided_by": list(self.guided_by)}
+
+
+_INSTANCES: dict[tuple, Scorer] = {}
+
+
+def load_scorer(name: str, device: str = "cpu", batch_size: int | None = None, **kwargs) -> Scorer:
+    """The registered scorer `name`, built once per process and settings."""
+    from ..registry import SCORERS
+
+    key = (name, device, batch_size, tuple(sorted(kwargs.items())))
+    if key not in _INSTANCES:
+        cls = SCORERS.load(name)
+        extra = {"batch_size": batch_size} if batch_size else {}
+        _INSTANCES[key] = cls(device=device, **extra, **kwargs)
+    return _INSTANCES[key]
