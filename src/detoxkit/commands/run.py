@@ -1,0 +1,5 @@
+"""`detoxkit run`: not wired yet (being built in this session)."""
+
+
+def register(sub) -> None:
+    pass
