@@ -1,0 +1,221 @@
+"""Batched, reproducible sampling with the transformers backend.
+
+Reproducibility: every sample (prompt id, sample index) has its own seed, and at
+each step its token is drawn by inverse-CDF sampling with one uniform number
+derived from (sample seed, step) by a counter-based hash. So a sample depends
+only on its own seed and its logits: the same config and seed give the same
+samples whatever the batch size or order.
+
+Efficiency: a prompt's forward pass runs once, then its KV cache is expanded to
+the k samples (`reorder_cache`), instead of re-running the prompt per sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .methods.base import DetoxMethod, LogitsTransform, NoMethod
+from .models import LoadedLM
+
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    num_samples: int = 25
+    max_new_tokens: int = 20
+    top_p: float = 0.9
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.num_samples < 1:
+            raise ValueError("num_samples must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 (use a small value for near-greedy)")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+
+
+@dataclass
+class Sample:
+    prompt_id: str
+    sample_index: int
+    seed: int
+    text: str
+    token_ids: list[int]
+    finished: bool  # ended with EOS before max_new_tokens
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class Request:
+    """One prompt and the sample indices still to draw for it."""
+
+    prompt_id: str
+    prompt_ids: list[int]  # tokenized prompt
+    sample_indices: list[int] = field(default_factory=list)
+
+
+def sample_seed(seed: int, prompt_id: str, sample_index: int) -> int:
+    """A 63-bit seed for one sample, independent of batching."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt_id}\x00{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def step_uniforms(seeds: list[int], step: int) -> torch.Tensor:
+    """One uniform in [0, 1) per row for this decoding step (53-bit precision)."""
+    values = [(_splitmix64(s ^ (step * 0xD1B54A32D192ED03 & _MASK64)) >> 11) / float(1 << 53)
+              for s in seeds]
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
+    """Temperature, then top-k and nucleus (top-p) filtering; removed tokens get -inf."""
+    logits = logits / temperature if temperature != 1.0 else logits
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p (keeps >= 1 token)
+        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling in a fixed (descending probability, then id) token order."""
+    probs = torch.softmax(logits.double(), dim=-1)
+    sorted_probs, sorted_idx = torch.sort(probs, descending=True, stable=True, dim=-1)
+    cdf = sorted_probs.cumsum(dim=-1)
+    target = (uniforms.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
+    pos = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
+    # a position past the last positive-probability token can only come from rounding
+    n_positive = (sorted_probs > 0).sum(dim=-1, keepdim=True)
+    pos = torch.minimum(pos, n_positive - 1)
+    return sorted_idx.gather(-1, pos).squeeze(-1)
+
+
+class TransformersSampler:
+    """Draws samples for batches of requests with a transformers causal LM."""
+
+    def __init__(self, lm: LoadedLM, sampling: SamplingConfig, method: DetoxMethod | None = None):
+        self.lm = lm
+        self.sampling = sampling
+        self.method = method or NoMethod()
+        self.method.check_backend("transformers")
+        tok = lm.tokenizer
+        self.eos_ids = _eos_ids(lm)
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0]
+        self._cache_arg = cache_kwarg(lm.model)
+
+    @torch.inference_mode()
+    def generate(self, requests: list[Request]) -> list[Sample]:
+        """Samples for every (request, sample index), rows in request order."""
+        model, device = self.lm.model, self.lm.model.device
+        cfg = self.sampling
+        rows = [(r, i) for r in requests for i in r.sample_indices]
+        if not rows:
+            return []
+        seeds = [sample_seed(cfg.seed, r.prompt_id, i) for r, i in rows]
+
+        # Prefill each distinct prompt once, left-padded.
+        width = max(len(r.prompt_ids) for r in requests)
+        prompt_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
+        prompt_mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for j, r in enumerate(requests):
+            prompt_ids[j, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            prompt_mask[j, width - len(r.prompt_ids):] = 1
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        positions = (prompt_mask.cumsum(-1) - 1).clamp_(min=0)
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
+                    use_cache=True)
+
+        # Expand the prompt's cache and last logits to its samples.
+        row_of = torch.tensor([j for j, r in enumerate(requests) for _ in r.sample_indices],
+                              device=device)
+        cache = _cache_of(out)
+        cache.reorder_cache(row_of)
+        logits = out.logits[:, -1, :].float().index_select(0, row_of)
+        ids = prompt_ids.index_select(0, row_of)
+        mask = prompt_mask.index_select(0, row_of)
+        next_pos = mask.sum(-1, keepdim=True)
+
+        transform: LogitsTransform = self.method.bind(self.lm)
+        n = len(rows)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        finished = torch.zeros(n, dtype=torch.bool, device=device)
+        lengths = torch.zeros(n, dtype=torch.long, device=device)
+        eos = torch.tensor(self.eos_ids, device=device)
+        for step in range(cfg.max_new_tokens):
+            scores = transform(ids, logits)
+            scores = filter_logits(scores, cfg.temperature, cfg.top_p, cfg.top_k)
+            token = sample_from_logits(scores, step_uniforms(seeds, step)).to(device)
+            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            is_eos = torch.isin(token, eos) & ~done
+            finished |= is_eos
+            lengths += (~done & ~is_eos).long()
+            done |= is_eos
+            ids = torch.cat([ids, token[:, None]], dim=-1)
+            mask = torch.cat([mask, (~done | is_eos).long()[:, None]], dim=-1)
+            if bool(done.all()) or step == cfg.max_new_tokens - 1:
+                break
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
+                        use_cache=True, **{self._cache_arg: cache})
+            cache = _cache_of(out)
+            logits = out.logits[:, -1, :].float()
+            next_pos = next_pos + 1
+
+        new_tokens = ids[:, width:].tolist()
+        samples = []
+        for (r, i), seed, toks, length, fin in zip(rows, seeds, new_tokens, lengths.tolist(),
+                                                   finished.tolist()):
+            toks = toks[:length]
+            text = self.lm.tokenizer.decode(toks, skip_special_tokens=True)
+            samples.append(Sample(r.prompt_id, i, seed, text, toks, bool(fin)))
+        return samples
+
+
+def cache_kwarg(model) -> str:
+    """transformers >= 5.2x calls the KV cache argument `cache`; older releases `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _eos_ids(lm: LoadedLM) -> list[int]:
+    ids = set()
+    for source in (lm.tokenizer.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    if not ids:
+        raise ValueError(f"model {lm.name} declares no EOS token")
+    return sorted(ids)
