@@ -1,5 +1,62 @@
-"""`detoxkit run`: not wired yet (being built in this session)."""
+"""`detoxkit run`: evaluate a model's toxic degeneration (flags and/or a YAML config)."""
+
+from __future__ import annotations
+
+from ..config import RunConfig
+
+# flag -> (config field, type, help); defaults come from RunConfig
+FLAGS = {
+    "--model": ("model", str, "registered model name, hub id or local directory"),
+    "--prompts": ("prompts", str, "registered prompt set name or a file path"),
+    "--text-field": ("text_field", str, "text column of a generic JSONL/CSV/Parquet prompt file"),
+    "--limit": ("limit", int, "use N prompts (stratified by prompt toxicity, seeded)"),
+    "--samples": ("samples", int, "samples per prompt (k)"),
+    "--max-new-tokens": ("max_new_tokens", int, "new tokens per sample"),
+    "--top-p": ("top_p", float, "nucleus sampling p"),
+    "--temperature": ("temperature", float, "sampling temperature"),
+    "--top-k": ("top_k", int, "top-k filter (0 = off)"),
+    "--seed": ("seed", int, "seed of every sample"),
+    "--oracle": ("oracle", str, "perplexity LM: auto, none, or a model"),
+    "--on-bad": ("on_bad", str, "bad prompts: error (default) or skip (counted)"),
+    "--device": ("device", str, "cpu, cuda, cuda:N or auto"),
+    "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
+    "--batch-size": ("batch_size", int, "sequences per forward pass (0 = automatic)"),
+    "--out": ("out", str, "run directory (default runs/<model>-<method>-<hash>)"),
+}
 
 
 def register(sub) -> None:
-    pass
+    parser = sub.add_parser("run", help="generate, score and measure (RealToxicityPrompts protocol)",
+                            description="Defaults: 25 samples x 20 new tokens per prompt, top-p 0.9, "
+                            "temperature 1. Running the same command again resumes the run.")
+    parser.add_argument("--config", help="YAML config file; flags override its values")
+    for flag, (field, typ, text) in FLAGS.items():
+        parser.add_argument(flag, dest=field, type=typ, default=None, help=text)
+    parser.add_argument("--method", dest="methods", action="append", default=None,
+                        help="detox method spec, e.g. none or dexperts:alpha=2.0; repeat to chain")
+    parser.add_argument("--scorer", dest="scorers", action="append", default=None,
+                        help="scorer name; repeat for several (the first one judges)")
+    parser.set_defaults(func=run)
+
+
+def resolve_config(args) -> RunConfig:
+    from ..config import load_yaml_config
+
+    values = load_yaml_config(args.config) if args.config else {}
+    for field, _, _ in FLAGS.values():
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
+    for field in ("methods", "scorers"):
+        if getattr(args, field):
+            values[field] = getattr(args, field)
+    return RunConfig(**values)
+
+
+def run(args) -> int:
+    from ..report import print_summary
+    from ..runner import Evaluation
+
+    evaluation = Evaluation(resolve_config(args))
+    metrics = evaluation.run()
+    print_summary(metrics, evaluation.store.path)
+    return 0

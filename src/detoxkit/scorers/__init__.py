@@ -2,4 +2,7 @@
 
 from .base import Scorer, load_scorer
 
-__all__ = ["Scorer", "load_scorer"]
+# The scorer `detoxkit run` judges with unless told otherwise.
+DEFAULT_SCORER = "profanity-svm"
+
+__all__ = ["DEFAULT_SCORER", "Scorer", "load_scorer"]

@@ -1,0 +1,135 @@
+"""Run configuration: defaults follow the RealToxicityPrompts protocol.
+
+A config comes from a YAML file and/or CLI flags (flags win). Its hash covers
+every field that changes the samples or their scores, so a run directory can
+tell whether the same command is being resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_PROMPTS = "embedded"
+
+
+def default_scorer() -> str:
+    from .scorers import DEFAULT_SCORER
+
+    return DEFAULT_SCORER
+
+
+@dataclass
+class RunConfig:
+    model: str = DEFAULT_MODEL
+    prompts: str = DEFAULT_PROMPTS
+    text_field: str | None = None  # text column of generic prompt files
+    limit: int | None = None  # stratified, seeded subset of the prompts
+    samples: int = 25  # k samples per prompt
+    max_new_tokens: int = 20
+    top_p: float = 0.9
+    temperature: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    methods: list[str] = field(default_factory=lambda: ["none"])  # applied in order
+    scorers: list[str] = field(default_factory=list)  # first one judges; empty = default
+    oracle: str = "auto"  # perplexity LM: auto | none | a model spec
+    on_bad: str = "error"  # bad prompts: error | skip (skips are counted)
+    # execution only: do not change the samples, so they are not hashed
+    device: str = "cpu"
+    dtype: str = "auto"
+    batch_size: int = 0  # sequences per forward; 0 = choose automatically
+    out: str | None = None
+
+    EXECUTION_FIELDS = ("device", "dtype", "batch_size", "out")
+
+    def __post_init__(self):
+        if not self.scorers:
+            self.scorers = [default_scorer()]
+        if isinstance(self.methods, str):
+            self.methods = [self.methods]
+        if isinstance(self.scorers, str):
+            self.scorers = [self.scorers]
+        if self.on_bad not in ("error", "skip"):
+            raise InputError("must be 'error' or 'skip'", field="on_bad")
+        for name in ("samples", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise InputError("must be >= 1", field=name)
+        if self.limit is not None and self.limit < 1:
+            raise InputError("must be >= 1", field="limit")
+
+    @property
+    def judge(self) -> str:
+        return self.scorers[0]
+
+    def hashed_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in self.EXECUTION_FIELDS}
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.hashed_fields(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(asdict(self), sort_keys=False)
+
+
+def config_fields() -> dict[str, Any]:
+    return {f.name: f for f in fields(RunConfig)}
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config; unknown keys and wrong types name the file, line and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("config file not found", path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not valid UTF-8 ({exc.reason})", path=str(path)) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"not valid YAML ({getattr(exc, 'problem', exc)})", path=str(path),
+                         line=mark.line + 1 if mark else None) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("a config file must be a mapping of keys to values", path=str(path))
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
+    known = config_fields()
+    for key, value in data.items():
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise InputError(f"unknown config key{hint}", path=str(path), line=lines.get(key),
+                             field=str(key))
+        _check_type(key, value, path, lines.get(key))
+    return data
+
+
+def _check_type(key: str, value: Any, path: Path, line: int | None) -> None:
+    expected = {
+        "limit": (int, type(None)), "samples": int, "max_new_tokens": int, "top_k": int,
+        "seed": int, "batch_size": int, "top_p": (float, int), "temperature": (float, int),
+        "methods": (list, str), "scorers": (list, str),
+    }.get(key, (str, type(None)))
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise InputError(f"has the wrong type ({type(value).__name__})", path=str(path),
+                         line=line, field=key)
+
+
+def diff_configs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]

@@ -1,0 +1,48 @@
+"""Add scorers to an existing run: score every sample, rewrite generations.jsonl
+atomically, record the scorer, recompute metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from .progress import Progress
+from .runner import _json_float, compute_metrics
+from .scorers import load_scorer
+from .store import RunStore
+
+log = logging.getLogger("detoxkit")
+
+
+def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
+               judge: bool = False) -> dict:
+    store = RunStore(run_dir)
+    with store.locked():
+        prov = store.read_json("run.json")
+        rows = store.generations()
+        if not rows:
+            from .errors import DetoxkitError
+
+            raise DetoxkitError(f"{run_dir} has no samples to score")
+        for name in scorer_names:
+            scorer = load_scorer(name, device=device)
+            progress = Progress(len(rows), f"scoring with {name}", unit="texts")
+            values = scorer.score([r["text"] for r in rows], progress=progress.update)
+            progress.close()
+            for j, r in enumerate(rows):
+                r.setdefault("scores", {})[name] = {a: _json_float(v[j]) for a, v in values.items()}
+            infos = [s for s in prov.get("scorers", [prov["scorer"]]) if s["name"] != name]
+            prov["scorers"] = infos + [scorer.info()]
+        if judge:
+            prov["scorer"] = next(s for s in prov["scorers"] if s["name"] == scorer_names[0])
+            judge_info = prov["scorer"]
+            overlap = set(prov.get("guided_by", [])) & (
+                {judge_info["name"]} | set(judge_info.get("guided_by", [])))
+            prov["judge_also_guided"] = sorted(overlap)
+        store.write_jsonl("generations.jsonl", rows)
+        store.write_json("run.json", prov)
+        old = store.read_json("metrics.json") if store.exists("metrics.json") else {}
+        metrics = compute_metrics(store, prov, prov.get("skipped"))
+        if "elapsed_s" in old:
+            metrics["elapsed_s"] = old["elapsed_s"]
+        store.write_json("metrics.json", metrics)
+        return metrics
