@@ -1,0 +1,107 @@
+"""The sampling engine: reproducible whatever the batching, shared prefill, filters."""
+
+import pytest
+import torch
+
+from detoxkit.generate import (Request, SamplingConfig, TransformersSampler, filter_logits,
+                               sample_from_logits, sample_seed, step_uniforms)
+from detoxkit.models import LoadedLM
+
+PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    return LoadedLM(model, tok, "tiny", "test", 128)
+
+
+def requests(lm, k):
+    return [Request(str(i), lm.tokenizer(t)["input_ids"], list(range(k))) for i, t in enumerate(PROMPTS)]
+
+
+def test_same_samples_whatever_the_batch(tiny_lm):
+    sampler = TransformersSampler(tiny_lm, SamplingConfig(num_samples=4, max_new_tokens=10, seed=7))
+    together = sampler.generate(requests(tiny_lm, 4))
+    one_by_one = [s for r in reversed(requests(tiny_lm, 4)) for i in reversed(r.sample_indices)
+                  for s in sampler.generate([Request(r.prompt_id, r.prompt_ids, [i])])]
+    key = lambda s: (s.prompt_id, s.sample_index)  # noqa: E731
+    assert sorted((key(s), s.token_ids) for s in together) == sorted((key(s), s.token_ids) for s in one_by_one)
+    assert len({tuple(s.token_ids) for s in together}) > 1  # it does sample
+
+
+def test_seed_changes_samples(tiny_lm):
+    a = TransformersSampler(tiny_lm, SamplingConfig(num_samples=3, max_new_tokens=8, seed=1)).generate(requests(tiny_lm, 3))
+    b = TransformersSampler(tiny_lm, SamplingConfig(num_samples=3, max_new_tokens=8, seed=2)).generate(requests(tiny_lm, 3))
+    assert [s.token_ids for s in a] != [s.token_ids for s in b]
+
+
+def test_matches_unbatched_reference_decoding(tiny_lm):
+    """Cache expansion + left padding give the same tokens as a plain full-sequence loop."""
+    cfg = SamplingConfig(num_samples=2, max_new_tokens=6, seed=3)
+    samples = TransformersSampler(tiny_lm, cfg).generate(requests(tiny_lm, 2))
+    model = tiny_lm.model
+    for s in samples:
+        ids = tiny_lm.tokenizer(PROMPTS[int(s.prompt_id)])["input_ids"]
+        out = []
+        for step in range(len(s.token_ids)):
+            with torch.no_grad():
+                logits = model(torch.tensor([ids + out])).logits[:, -1, :].float()
+            logits = filter_logits(logits, cfg.temperature, cfg.top_p, cfg.top_k)
+            out.append(int(sample_from_logits(logits, step_uniforms([s.seed], step))[0]))
+        assert out == s.token_ids
+
+
+def test_eos_ends_a_sample(tiny_lm):
+    # force EOS at step 2 by a transform that only allows EOS from then on
+    from detoxkit.methods.base import DetoxMethod, LogitsTransform
+
+    eos = tiny_lm.tokenizer.eos_token_id
+
+    class ForceEOS(DetoxMethod):
+        name = "force-eos"
+
+        def bind(self, lm):
+            class T(LogitsTransform):
+                calls = 0
+
+                def __call__(self, input_ids, logits):
+                    T.calls += 1
+                    if T.calls >= 3:
+                        logits = torch.full_like(logits, float("-inf"))
+                        logits[:, eos] = 0.0
+                    return logits
+            return T()
+
+    samples = TransformersSampler(tiny_lm, SamplingConfig(num_samples=2, max_new_tokens=10),
+                                  ForceEOS()).generate(requests(tiny_lm, 2))
+    assert all(s.finished and s.n_tokens <= 2 for s in samples)
+
+
+def test_top_p_keeps_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(filter_logits(logits, 1.0, 0.9, 0))
+    assert kept.tolist() == [[True, True, True, False]]
+    kept = torch.isfinite(filter_logits(logits, 1.0, 0.5, 0))
+    assert kept.tolist() == [[True, False, False, False]]  # always at least the top token
+    kept = torch.isfinite(filter_logits(logits, 1.0, 1.0, 2))
+    assert kept.tolist() == [[True, True, False, False]]
+
+
+def test_inverse_cdf_sampling_follows_the_distribution():
+    probs = torch.tensor([0.2, 0.5, 0.3])
+    logits = torch.log(probs).expand(20000, 3)
+    seeds = [sample_seed(0, "p", i) for i in range(20000)]
+    tokens = sample_from_logits(logits, step_uniforms(seeds, 0))
+    freq = torch.bincount(tokens, minlength=3).double() / 20000
+    assert torch.allclose(freq, probs.double(), atol=0.015)
+
+
+def test_sampling_config_validates():
+    with pytest.raises(ValueError):
+        SamplingConfig(top_p=0)
+    with pytest.raises(ValueError):
+        SamplingConfig(temperature=0)
