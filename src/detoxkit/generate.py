@@ -171,6 +171,7 @@ class TransformersSampler:
         lengths = torch.zeros(n, dtype=torch.long, device=device)
         eos = torch.tensor(self.eos_ids, device=device)
         for step in range(cfg.max_new_tokens):
+            transform.attention_mask = mask
             scores = transform(ids, logits)
             scores = filter_logits(scores, cfg.temperature, cfg.top_p, cfg.top_k)
             token = sample_from_logits(scores, step_uniforms(seeds, step)).to(device)

@@ -26,6 +26,10 @@ ALL_BACKENDS = frozenset({"transformers", "vllm", "llamacpp"})
 
 
 class LogitsTransform(ABC):
+    # [B, T] mask aligned with input_ids (0 = left padding or after EOS). detoxkit's sampler
+    # sets it before every call; through model.generate it stays None (see adapters).
+    attention_mask: torch.Tensor | None = None
+
     @abstractmethod
     def __call__(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> torch.FloatTensor:
         ...
