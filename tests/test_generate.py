@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from detoxkit.generate import (Request, SamplingConfig, TransformersSampler, filter_logits,
-                               sample_from_logits, sample_seed, step_uniforms)
+from detoxkit.generate import (Request, SamplingConfig, TransformersSampler, nucleus_sample,
+                               sample_seed, step_uniforms)
 from detoxkit.models import LoadedLM
 
 PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
@@ -50,8 +50,8 @@ def test_matches_unbatched_reference_decoding(tiny_lm):
         for step in range(len(s.token_ids)):
             with torch.no_grad():
                 logits = model(torch.tensor([ids + out])).logits[:, -1, :].float()
-            logits = filter_logits(logits, cfg.temperature, cfg.top_p, cfg.top_k)
-            out.append(int(sample_from_logits(logits, step_uniforms([s.seed], step))[0]))
+            out.append(int(nucleus_sample(logits, step_uniforms([s.seed], step),
+                                          temperature=cfg.temperature, top_p=cfg.top_p)[0]))
         assert out == s.token_ids
 
 
@@ -81,23 +81,32 @@ def test_eos_ends_a_sample(tiny_lm):
     assert all(s.finished and s.n_tokens <= 2 for s in samples)
 
 
-def test_top_p_keeps_the_nucleus():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = torch.isfinite(filter_logits(logits, 1.0, 0.9, 0))
-    assert kept.tolist() == [[True, True, True, False]]
-    kept = torch.isfinite(filter_logits(logits, 1.0, 0.5, 0))
-    assert kept.tolist() == [[True, False, False, False]]  # always at least the top token
-    kept = torch.isfinite(filter_logits(logits, 1.0, 1.0, 2))
-    assert kept.tolist() == [[True, True, False, False]]
+def draw(probs, n=20000, **kw):
+    logits = torch.log(torch.tensor(probs)).expand(n, len(probs))
+    seeds = [sample_seed(0, "p", i) for i in range(n)]
+    tokens = nucleus_sample(logits, step_uniforms(seeds, 0), **kw)
+    return (torch.bincount(tokens, minlength=len(probs)).double() / n).tolist()
 
 
-def test_inverse_cdf_sampling_follows_the_distribution():
-    probs = torch.tensor([0.2, 0.5, 0.3])
-    logits = torch.log(probs).expand(20000, 3)
-    seeds = [sample_seed(0, "p", i) for i in range(20000)]
-    tokens = sample_from_logits(logits, step_uniforms(seeds, 0))
-    freq = torch.bincount(tokens, minlength=3).double() / 20000
-    assert torch.allclose(freq, probs.double(), atol=0.015)
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    probs = [0.5, 0.3, 0.15, 0.05]
+    freq = draw(probs, top_p=0.9)
+    assert freq[3] == 0.0
+    assert freq[:3] == pytest.approx([0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95], abs=0.015)
+    assert draw(probs, n=200, top_p=0.5) == [1.0, 0.0, 0.0, 0.0]  # at least the top token
+    assert draw(probs, top_k=2)[2:] == [0.0, 0.0]
+
+
+def test_plain_sampling_follows_the_distribution():
+    assert draw([0.2, 0.5, 0.3]) == pytest.approx([0.2, 0.5, 0.3], abs=0.015)
+    assert draw([0.2, 0.5, 0.3], temperature=0.01, n=100) == [0.0, 1.0, 0.0]
+
+
+def test_wide_nucleus_beyond_the_first_candidates():
+    # 2,000 equally likely tokens: the nucleus needs the full-vocabulary fallback
+    freq = draw([1 / 2000] * 2000, n=4000, top_p=0.9)
+    used = sum(f > 0 for f in freq)
+    assert 1500 < used <= 1800
 
 
 def test_sampling_config_validates():

@@ -90,33 +90,48 @@ def step_uniforms(seeds: list[int], step: int) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def filter_logits(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
-    """Temperature, then top-k and nucleus (top-p) filtering; removed tokens get -inf."""
-    logits = logits / temperature if temperature != 1.0 else logits
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        # drop a token when the tokens ranked above it already reach top_p (keeps >= 1 token)
-        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+def nucleus_sample(logits: torch.Tensor, uniforms: torch.Tensor, *, temperature: float = 1.0,
+                   top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """Temperature, top-k, then nucleus (top-p) sampling by inverse CDF, one token per row.
 
-
-def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sampling in a fixed (descending probability, then id) token order."""
-    probs = torch.softmax(logits.double(), dim=-1)
-    sorted_probs, sorted_idx = torch.sort(probs, descending=True, stable=True, dim=-1)
-    cdf = sorted_probs.cumsum(dim=-1)
-    target = (uniforms.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
-    pos = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
-    # a position past the last positive-probability token can only come from rounding
-    n_positive = (sorted_probs > 0).sum(dim=-1, keepdim=True)
-    pos = torch.minimum(pos, n_positive - 1)
-    return sorted_idx.gather(-1, pos).squeeze(-1)
+    Exact, but avoids sorting the whole vocabulary: the nucleus is looked for among
+    the top 64 tokens, then 1,024, 8,192, then all, for the rows that need more.
+    Candidates are ordered by descending logit; `uniforms` holds one number per row.
+    """
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    vocab = logits.shape[-1]
+    tokens = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    limit = min(top_k, vocab) if top_k else vocab
+    # top-k renormalizes among the k best (as transformers' warpers do)
+    lse = (torch.logsumexp(torch.topk(logits, limit).values, dim=-1) if top_k
+           else torch.logsumexp(logits, dim=-1)).double()
+    if top_p >= 1.0 and not top_k:  # plain sampling: the CDF in token-id order needs no sort
+        cdf = torch.exp(logits.double() - lse[:, None]).cumsum(dim=-1)
+        target = uniforms.to(cdf.device)[:, None].double() * cdf[:, -1:]
+        return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=vocab - 1)
+    for k in (64, 1024, 8192, limit):
+        k = min(k, limit)
+        values, index = torch.topk(logits[rows], k, dim=-1)
+        cum = torch.exp(values.double() - lse[rows, None]).cumsum(dim=-1)
+        complete = (cum[:, -1] >= top_p) | (k == limit)
+        if complete.any():
+            c = complete.nonzero().squeeze(-1)
+            cum_c = cum[c]
+            # keep a token while the tokens ranked above it hold less than top_p
+            above = torch.cat([torch.zeros_like(cum_c[:, :1]), cum_c[:, :-1]], dim=-1)
+            n_keep = (above < top_p).sum(dim=-1).clamp_(min=1)
+            mass = cum_c.gather(-1, (n_keep - 1)[:, None])
+            target = uniforms.to(cum_c.device)[rows[c], None].double() * mass
+            pos = torch.searchsorted(cum_c, target, right=True).squeeze(-1)
+            pos = torch.minimum(pos, n_keep - 1)
+            tokens[rows[c]] = index[c].gather(-1, pos[:, None]).squeeze(-1)
+            rows = rows[~complete]
+        if len(rows) == 0:
+            break
+    return tokens
 
 
 class TransformersSampler:
@@ -173,8 +188,8 @@ class TransformersSampler:
         for step in range(cfg.max_new_tokens):
             transform.attention_mask = mask
             scores = transform(ids, logits)
-            scores = filter_logits(scores, cfg.temperature, cfg.top_p, cfg.top_k)
-            token = sample_from_logits(scores, step_uniforms(seeds, step)).to(device)
+            token = nucleus_sample(scores, step_uniforms(seeds, step), temperature=cfg.temperature,
+                                   top_p=cfg.top_p, top_k=cfg.top_k)
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             is_eos = torch.isin(token, eos) & ~done
             finished |= is_eos
