@@ -93,10 +93,10 @@ class Evaluation:
                           f"it exceeds the model's context of {ctx}")
                 if self.cfg.on_bad == "error":
                     raise InputError(reason + " (use --on-bad skip to skip such prompts)",
-                                     path=p.meta.get("source"), line=p.meta.get("line"),
+                                     path=self.prompt_set.source, line=p.meta.get("line"),
                                      field="text")
-                self.skipped.append({"prompt_id": p.id, "reason": reason,
-                                     "path": p.meta.get("source"), "line": p.meta.get("line")})
+                self.skipped.append({"prompt_id": p.id, "reason": reason, "field": "text",
+                                     "file": self.prompt_set.source, "line": p.meta.get("line")})
                 continue
             ids[p.id] = pid
         return ids
