@@ -20,3 +20,10 @@ class LoadedLM:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.revision, "context_length": self.context_length,
                 "device": self.device, "dtype": self.dtype, **self.info}
+
+
+# Re-exported last: loader imports LoadedLM from this module. Heavy imports (torch,
+# transformers) happen inside the functions, so importing detoxkit.models stays cheap.
+from .loader import clear_cache, load_lm, resolve_device, resolve_dtype  # noqa: E402
+
+__all__ = ["LoadedLM", "load_lm", "clear_cache", "resolve_device", "resolve_dtype"]

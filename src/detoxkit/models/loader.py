@@ -1,0 +1,250 @@
+"""`load_lm`: one entry point for embedded names, local directories and hub ids.
+
+Only safetensors weights are loaded (pickle files can run code when loaded).
+Each (source, device, dtype) is loaded once per process and shared.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DetoxkitError
+from ..paths import cache_dir
+from . import LoadedLM
+
+DTYPES = ("float32", "bfloat16", "float16")
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+# What a causal LM needs from a hub repo: config, tokenizer files and safetensors, never pickles.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "tokenizer*"]
+DEFAULT_CONTEXT = 2048  # only when neither config nor tokenizer says
+
+_LOADED: dict[tuple[str, str, str], LoadedLM] = {}
+_LOCK = threading.Lock()
+
+
+def resolve_device(device: str = "cpu") -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; an unavailable device is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise DetoxkitError(f"unknown device '{device}' (use cpu, cuda, cuda:N, mps or auto)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DetoxkitError(f"device '{device}' requested but CUDA is not available "
+                            f"(torch {torch.__version__}); use --device cpu or auto")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise DetoxkitError(f"device '{device}' requested but MPS is not available; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """'auto' -> float32 on CPU, bfloat16 on CUDA (float16 where bf16 is unsupported)."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            import torch
+
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if dtype not in DTYPES:
+        raise DetoxkitError(f"unknown dtype '{dtype}' (use {', '.join(DTYPES)} or auto)")
+    return dtype
+
+
+def load_lm(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedLM:
+    """Load a causal LM by embedded name, local directory or Hugging Face hub id ("org/name[@rev]").
+
+    The model is in eval mode on `device`; the tokenizer pads on the left with a pad
+    token set. Repeated calls with the same (spec, device, dtype) return the same object.
+    """
+    from .. import registry
+
+    spec = str(spec)  # a Path works too
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    local = Path(spec).expanduser()
+    is_dir = spec not in registry.MODELS and local.is_dir()
+    key = (str(local.resolve()) if is_dir else spec, dev, dt)
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load(spec, dev, dt)
+        return _LOADED[key]
+
+
+def clear_cache() -> None:
+    """Forget loaded models (frees their memory once no one else holds them)."""
+    with _LOCK:
+        _LOADED.clear()
+
+
+@dataclass
+class _Source:
+    path: Path
+    revision: str | None = None  # None: hash the safetensors files
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve(spec: str) -> _Source:
+    from .. import registry
+
+    if spec in registry.MODELS:
+        embedded = registry.MODELS.load(spec)
+        path = embedded.converted_dir()
+        prov = embedded.provenance()
+        prov.pop("fingerprint", None)
+        return _Source(path, prov.get("revision"), {"source": "embedded", "path": str(path), **prov})
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        return _Source(local.resolve(), None, {"source": "local", "path": str(local.resolve())})
+    if local.exists():
+        raise DetoxkitError(f"{spec} is a file; pass the model's directory (config.json, tokenizer "
+                            f"files and *.safetensors weights), a hub id or an embedded name")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec:
+        raise DetoxkitError(f"model directory {spec} does not exist")
+    return _from_hub(spec)
+
+
+def _from_hub(spec: str) -> _Source:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hf_errors
+
+    from .. import registry
+
+    repo_id, _, rev = spec.partition("@")
+    # Read per call (huggingface_hub reads it once at import): offline means cached files only.
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    try:
+        path = Path(snapshot_download(repo_id, revision=rev or None, allow_patterns=HUB_PATTERNS,
+                                      local_files_only=offline))
+    except hf_errors.HFValidationError:
+        raise DetoxkitError(f"'{spec}' is not an embedded model name, an existing directory or a "
+                            f"valid hub id (see `detoxkit ls models`)") from None
+    except hf_errors.RevisionNotFoundError:
+        raise DetoxkitError(f"hub repo '{repo_id}' has no revision '{rev}'") from None
+    except hf_errors.RepositoryNotFoundError:  # also gated/private repos
+        raise DetoxkitError(f"hub repo '{repo_id}' was not found, or is private/gated "
+                            f"(log in with `hf auth login` after accepting its license)") from None
+    except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled,
+            hf_errors.HfHubHTTPError, OSError) as exc:
+        close = difflib.get_close_matches(spec, [e.name for e in registry.MODELS.entries()], n=2)
+        hint = f" Did you mean the embedded model {' or '.join(close)}?" if close else ""
+        why = "HF_HUB_OFFLINE is set and it is not in the local hub cache" if offline \
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        raise DetoxkitError(
+            f"cannot get '{spec}' from the Hugging Face hub: the hub is unreachable ({why}).{hint} "
+            f"Without a network, pass a local directory instead: on a machine with one, run "
+            f"`hf download {repo_id} --local-dir DIR` (or save_pretrained(DIR)), copy DIR here "
+            f"and use --model DIR. Embedded offline models: `detoxkit ls models`.") from None
+    if not list(path.glob("*.safetensors")):
+        raise DetoxkitError(f"hub repo '{repo_id}' has no safetensors weights; detoxkit does not load "
+                            f"pickle (.bin/.pt) weights because loading them can run arbitrary code")
+    return _Source(path, path.name, {"source": "hub", "hub_id": repo_id, "path": str(path)})
+
+
+def _check_model_dir(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise DetoxkitError(f"{path} has no config.json: not a transformers model directory")
+    if list(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise DetoxkitError(
+            f"{path} has only pickle weights ({', '.join(pickles[:3])}); detoxkit loads safetensors "
+            f"weights only, because loading a pickle can run arbitrary code. Where you trust the "
+            f"file's origin, convert it once with transformers: "
+            f"AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT) writes model.safetensors")
+    raise DetoxkitError(f"{path} has no model weights (*.safetensors)")
+
+
+def _load(spec: str, device: str, dtype: str) -> LoadedLM:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _resolve(spec)
+    path = source.path
+    _check_model_dir(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left", trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
+                                                     dtype=getattr(torch, dtype))
+    except (OSError, ValueError, KeyError) as exc:
+        raise DetoxkitError(f"cannot load a causal LM from {path}: {exc}") from None
+    tokenizer.padding_side = "left"  # generation appends on the right
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise DetoxkitError(f"{path}: the tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id  # silences a warning per call
+    revision = source.revision or weights_revision(path)
+    info = {**source.info, "architecture": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters())}
+    return LoadedLM(model=model, tokenizer=tokenizer, name=spec, revision=revision,
+                    context_length=context_length(model.config, tokenizer), device=device,
+                    dtype=dtype, info=info)
+
+
+def context_length(config: Any, tokenizer: Any) -> int:
+    """Positions the model accepts: from the config, capped by a sane tokenizer limit."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = next((v for a in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+              if isinstance(v := getattr(cfg, a, None), int) and v > 0), None)
+    tmax = getattr(tokenizer, "model_max_length", None)
+    sane = isinstance(tmax, int) and 0 < tmax < 10_000_000  # "no limit" is reported as ~1e30
+    if n is None:
+        return tmax if sane else DEFAULT_CONTEXT
+    return min(n, tmax) if sane else n
+
+
+# ---- revision: a content hash of the safetensors weights ----
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def weights_revision(model_dir: Path, use_cache: bool = True) -> str:
+    """'sha256:<16 hex>' over the names and contents of the directory's *.safetensors files."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise DetoxkitError(f"{model_dir} has no *.safetensors files to hash")
+    joined = "\n".join(f"{f.name}:{file_sha256(f, use_cache)}" for f in files)
+    return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path, use_cache: bool = True) -> str:
+    """sha256 of a file, cached in memory and on disk keyed by (path, size, mtime)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    record = cache_dir("hashes") / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
+    if use_cache:
+        if key in _HASHES:
+            return _HASHES[key]
+        try:
+            saved = json.loads(record.read_text(encoding="utf-8"))
+            if (saved["path"], saved["size"], saved["mtime_ns"]) == key:
+                _HASHES[key] = saved["sha256"]
+                return saved["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    sha = _HASHES[key] = digest.hexdigest()
+    if not use_cache:
+        return sha
+    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": sha}),
+                   encoding="utf-8")
+    os.replace(tmp, record)  # atomic: readers never see half a record
+    return sha
