@@ -18,12 +18,10 @@ def fetch(args) -> int:
 
 
 def info(args) -> int:
-    from ..corpus import corpus_path, iter_corpus
+    from ..corpus import corpus_path, in_prompt_pool, iter_corpus
 
     n = offensive = pool = 0
     for row in iter_corpus():
-        from ..corpus import in_prompt_pool
-
         n += 1
         offensive += row.is_offensive
         pool += in_prompt_pool(row.text)
