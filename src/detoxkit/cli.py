@@ -10,7 +10,7 @@ import sys
 
 from .errors import DetoxkitError
 
-COMMAND_MODULES = ["run", "score", "report", "ls", "prompts", "corpus", "scorers", "train"]
+COMMAND_MODULES = ["run", "score", "report", "compare", "ls", "prompts", "corpus", "scorers", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

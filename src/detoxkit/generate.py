@@ -157,6 +157,10 @@ class TransformersSampler:
             return []
         seeds = [sample_seed(cfg.seed, r.prompt_id, i) for r, i in rows]
 
+        # Bound before the prefill: methods that share the model's computation (DExperts, GeDi)
+        # hook its forward from this moment.
+        transform: LogitsTransform = self.method.bind(self.lm)
+
         # Prefill each distinct prompt once, left-padded.
         width = max(len(r.prompt_ids) for r in requests)
         prompt_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
@@ -179,7 +183,6 @@ class TransformersSampler:
         mask = prompt_mask.index_select(0, row_of)
         next_pos = mask.sum(-1, keepdim=True)
 
-        transform: LogitsTransform = self.method.bind(self.lm)
         n = len(rows)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         finished = torch.zeros(n, dtype=torch.bool, device=device)

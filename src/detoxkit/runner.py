@@ -124,10 +124,9 @@ class Evaluation:
             from .models.embedded import GEMMA3_270M
 
             spec = "gemma3-270m" if GEMMA3_270M.available() else self.cfg.model
-            if spec == self.cfg.model:
-                log.warning("oracle: gemma3-270m is not installed; perplexity is measured under "
-                            "the generator itself (%s), which flatters it", self.cfg.model)
         if spec == self.cfg.model:
+            log.warning("oracle: perplexity is measured under the generator itself (%s), which "
+                        "flatters it; install gemma3-270m or pass --oracle MODEL", self.cfg.model)
             return Oracle(self.lm)
         return Oracle(load_lm(spec, device=self.cfg.device, dtype=self.cfg.dtype), batch_size=8)
 

@@ -1,21 +1,72 @@
-"""`detoxkit report RUN [RUN ...]`: compare runs in a terminal table."""
+"""`detoxkit report RUN [RUN ...]`: compare runs in a terminal table, as Markdown, or as a
+self-contained HTML page (--html)."""
 
 from __future__ import annotations
 
+import sys
+
 
 def register(sub) -> None:
-    parser = sub.add_parser("report", help="compare runs side by side")
+    parser = sub.add_parser(
+        "report", help="compare runs side by side (terminal, --markdown, --html)",
+        description="Compare finished runs. Without options prints a terminal table; "
+                    "--html writes a self-contained page (trade-off plot, splits, every metric, "
+                    "provenance, per-prompt drill-down); --markdown prints tables for papers "
+                    "and pull requests.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN")
+    parser.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML report")
+    parser.add_argument("--markdown", nargs="?", const="-", metavar="OUT.md",
+                        help="Markdown report to OUT.md, or to stdout when no file is given")
+    parser.add_argument("--drilldown", type=int, default=30, metavar="N",
+                        help="HTML: prompts in the drill-down, most toxic first (0 = all; "
+                             "default 30)")
+    parser.add_argument("--attribution", default="auto", metavar="SPEC",
+                        help="HTML: how to find the most toxic words: auto (leave-one-word-out "
+                             "occlusion with each run's judge when it loads), occlusion, cfl (the "
+                             "CFL token table of each run's model), none, or table:PATH (a JSON "
+                             "{token: effect} table, e.g. from `detoxkit train cfl --export-json`)")
+    parser.add_argument("--attributed-samples", type=int, default=3, metavar="N",
+                        help="HTML: samples per prompt and run to attribute (default 3)")
+    parser.add_argument("--title", help="HTML: page title")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..report import comparison_rows, table
+    from ..report import comparability_notices, comparison_rows, load_runs, markdown_report, table
 
-    header, rows = comparison_rows(args.run_dirs)
+    runs = load_runs(args.run_dirs)
+    if args.markdown is not None:
+        text = markdown_report(runs)
+        if args.markdown == "-":
+            sys.stdout.write(text)
+        else:
+            from ..store import write_text_atomic
+
+            write_text_atomic(_path(args.markdown), text)
+            print(f"wrote {args.markdown}", file=sys.stderr)
+    if args.html:
+        from ..report_html import write_html
+
+        out = write_html(runs, _path(args.html), attribution=args.attribution,
+                         drilldown=args.drilldown, attributed_samples=args.attributed_samples,
+                         title=args.title)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; open it in any browser, "
+              "no network needed)", file=sys.stderr)
+    if args.markdown == "-":
+        return 0
+    header, rows = comparison_rows([str(r.path) for r in runs])
+    for row, r in zip(rows, runs):
+        row[0] = r.label
     print(table(rows, header))
-    judges = {r[3] for r in rows}
-    if len(judges) > 1:
-        print(f"WARNING: runs were judged by different scorers ({', '.join(sorted(map(str, judges)))}); "
-              "their toxicity numbers are not comparable. Use `detoxkit score RUN --scorer NAME --judge`.")
+    for n in comparability_notices(runs):
+        if n.level == "warning":
+            print(f"WARNING: {n.message}")
     return 0
+
+
+def _path(text: str):
+    from pathlib import Path
+
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

