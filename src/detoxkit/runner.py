@@ -187,6 +187,8 @@ class Evaluation:
             elapsed = time.monotonic() - t0
             metrics = compute_metrics(self.store, prov, self.skipped)
             metrics["elapsed_s"] = round(elapsed, 2)
+            # counters of this process's generate calls (a resumed run counts the resumed part)
+            metrics["method_stats"] = self.method.run_stats()
             self.store.write_json("metrics.json", metrics)
             self.store.write_json("run.json", {**prov, "status": "complete",
                                                "skipped": self.skipped})
