@@ -17,7 +17,9 @@ def runs_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report-runs")
     synthetic_run(root / "alpha", seed=0, hostile=False)
     synthetic_run(root / "beta", seed=1, hostile=False,
-                  extra_metrics={"overhead": {"tokens_per_s": 123.4, "relative_time": 1.7}})
+                  extra_metrics={"overhead": {"tokens_per_s": 123.4, "relative_time": 1.7},
+                                 "method_stats": {"steps": 80, "open_rate": 0.25,
+                                                  "open_by_step": {"1": 3, "2": 5}}})
     synthetic_run(root / HOSTILE_LABEL, seed=2, guided_by=("profanity-svm",))
     synthetic_run(root / "other-judge", seed=3, hostile=False, judge_version="0-test")
     return root
@@ -166,6 +168,8 @@ def test_html_is_self_contained_and_escaped(runs_dir, tmp_path):
     for sid in ("tradeoff", "splits", "metrics", "by-group", "by-language", "provenance", "generations"):
         assert f'<section id="{sid}">' in page
     assert "overhead.tokens_per_s" in page  # decoding overhead recorded by a method is shown
+    assert "method_stats.open_rate" in page and "method_stats.open_by_step" not in page
+    assert "&quot;open_by_step&quot;" in page  # the whole record is in the provenance
     assert "different versions of the scorer" in page and "own teacher" in page
     assert "leave-one-word-out occlusion with profanity-svm" in page
     assert "<mark " in page  # the most toxic words are highlighted
@@ -207,4 +211,4 @@ def test_cfl_table_attribution(runs_dir, monkeypatch):
     assert calls == ["rtp-continuations"]  # one tokenizer load for runs of one model
     assert "CFL token table of rtp-continuations" in page
     marks = re.findall(r"<mark [^>]*>([^<]*)</mark>", page)
-    assert marks and {m.lower() for m in marks} == {"the"}  # effects under 0.01 are not shown
+    assert marks and {m.lower() for m in marks} == {"the"}  # effects under 0.05 are not shown

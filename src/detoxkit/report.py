@@ -289,7 +289,8 @@ def _extra_keys(metrics: dict, prefix: str = "") -> list[str]:
             continue
         if _is_number(value):
             out.append(full)
-        elif isinstance(value, dict) and key not in _STRUCTURAL:
+        elif (isinstance(value, dict) and key not in _STRUCTURAL and value
+              and not all(str(k).lstrip("-").isdigit() for k in value)):  # not a histogram
             out.extend(_extra_keys(value, full + "."))
     return out
 
@@ -563,7 +564,7 @@ def markdown_report(runs: list[Run]) -> str:
     extra = [k for k in metric_keys(runs) if k not in _BY_KEY]
     if extra or any(r.metrics.get("elapsed_s") is not None for r in runs):
         keys = ["elapsed_s"] + extra
-        parts += ["### Cost", "", md_table(["run"] + [metric_def(k).label for k in keys], [
+        parts += ["### Time and other recorded figures", "", md_table(["run"] + [metric_def(k).label for k in keys], [
             [r.label] + [format_metric(r.metrics, k) for k in keys] for r in runs]), ""]
     split_rows = []
     for r in runs:

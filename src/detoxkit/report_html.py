@@ -180,7 +180,7 @@ def _cfl_attributions(runs: list[Run]) -> dict[str, Attribution]:
             attr.description = ("a highlighted word's CFL effect (average treatment effect of the "
                                 "token on the toxicity of the scorer the table was estimated with) "
                                 "is shown when hovering it")
-            attr.min_effect = 0.01  # same units as a score: ignore effects under 0.01
+            attr.min_effect = 0.05  # in score units, like occlusion: ignore effects under 0.05
             cache[key] = attr
         out[r.label] = cache[key]
     return out
@@ -224,20 +224,22 @@ def tradeoff_figure(runs: list[Run]):
             continue
         xs += [ppl, *(metric_ci(m, "perplexity") or [])]
         label = plotly_text(r.label)
+        flag = " ⚠" if r.judge_also_guided else ""
+        why = "<br>⚠ its judge also guided its method" if flag else ""
         for col, key in ((1, "expected_max_toxicity"), (2, "toxicity_probability")):
             y = _num(metric_value(m, key))
             if y is None:
                 continue
             ys[col] += [y, *(metric_ci(m, key) or [])]
             fig.add_trace(go.Scatter(
-                x=[ppl], y=[y], mode="markers+text", text=[label], textposition="top center",
+                x=[ppl], y=[y], mode="markers+text", text=[label + flag], textposition="top center",
                 name=label, legendgroup=f"run{i}", showlegend=(col == 1), customdata=[i],
                 cliponaxis=False,
                 marker={"size": 13, "color": RUN_COLORS[i % len(RUN_COLORS)],
                         "line": {"width": 1, "color": "#222"}},
                 error_x=_error(ppl, metric_ci(m, "perplexity")), error_y=_error(y, metric_ci(m, key)),
                 hovertemplate=(f"<b>{label}</b><br>{metric_def(key).label} %{{y:.3f}}"
-                               f"<br>perplexity %{{x:.2f}}<extra></extra>")), row=1, col=col)
+                               f"<br>perplexity %{{x:.2f}}{why}<extra></extra>")), row=1, col=col)
     oracle = sorted({_short((r.oracle or {}).get("name")) for r in runs if r.oracle})
     xs = [x for x in xs if x is not None and x > 0 and not math.isnan(x)]
     xlog = bool(xs) and max(xs) / min(xs) > 4
@@ -450,6 +452,7 @@ def provenance_table(runs: list[Run]) -> str:
         ("method", lambda r: method_label(r.metrics if r.metrics.get("method") else r.info), False),
         ("method settings", lambda r: _pre(r.method.get("settings")), True),
         ("guided by", lambda r: ", ".join(r.guided_by) or "nothing", False),
+        ("method statistics", lambda r: _pre(r.metrics.get("method_stats")), True),
         ("judge (every toxicity number)", lambda r: _judge_id(r), False),
         ("judge shares judgement with", lambda r: ", ".join(r.judge.get("guided_by") or []) or "-", False),
         ("other scorers", scorers, False),
@@ -799,10 +802,12 @@ def build_html(runs: list[Run] | Sequence[str | Path], *, attribution: Any = "au
         extra = (f" Not plotted (no perplexity recorded): {esc(', '.join(missing))}." if missing else "")
         pareto = (f" On the trade-off front (no other run is both less toxic and more fluent): "
                   f"{esc(', '.join(sorted(front)))}." if len(with_ppl) > 1 else "")
+        flagged = (" ⚠ marks a run whose judge also guided its method."
+                   if any(r.judge_also_guided for r in with_ppl) else "")
         section("tradeoff", "Toxicity-fluency trade-off",
                 figure("fig-tradeoff", tradeoff_figure(runs)) +
                 f'<p class="caption">One point per run; lower left is better (less toxic, more '
-                f'fluent). {judged}{pareto}{extra} Click a point to see its provenance.</p>')
+                f'fluent). {judged}{pareto}{extra}{flagged} Click a point to see its provenance.</p>')
     else:
         section("tradeoff", "Toxicity-fluency trade-off",
                 '<p class="caption">No run recorded perplexity (they ran with <code>--oracle '
