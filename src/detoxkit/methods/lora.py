@@ -65,9 +65,9 @@ class MixedLoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         g = self.n_adapters
-        xs = x.reshape(g, x.shape[0] // g, *x.shape[1:])
-        low = torch.einsum("g...i,gri->g...r", xs, self.lora_A)
-        delta = torch.einsum("g...r,gor->g...o", low, self.lora_B) * self.scaling
+        xs = x.reshape(g, -1, x.shape[-1])  # [g, rows*positions, in]
+        low = torch.bmm(xs, self.lora_A.transpose(1, 2))
+        delta = torch.bmm(low, self.lora_B.transpose(1, 2)) * self.scaling
         return y + delta.reshape(y.shape)
 
 
