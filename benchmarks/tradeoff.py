@@ -116,6 +116,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "tradeoff")
     ap.add_argument("--only", nargs="*", help="method names (default: all)")
     ap.add_argument("--oracle", default="auto", help="perplexity LM (detoxkit run --oracle)")
+    ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=SPEC[|SPEC]",
+                    help="more configurations, e.g. vs6=vocab-shift:strength=6 or "
+                         "combo=wordban|dexperts:alpha=2.0 ('|' chains methods)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0: torch's default). On a machine shared with other "
                          "jobs, 1 avoids OpenMP oversubscription, which slowed a step 12x here")
@@ -127,6 +130,11 @@ def main(argv=None) -> int:
     args.out = args.out / f"{args.prompts}x{args.samples}-{args.oracle}"
     prompts = write_prompts(args.prompts, args.out)
     methods = {k: v for k, v in METHODS.items() if not args.only or k in args.only or k == "base"}
+    for item in args.extra:
+        name, eq, spec = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--extra {item}: expected NAME=SPEC")
+        methods[name] = spec.split("|")
     results = {name: run_method(name, specs, args, prompts) for name, specs in methods.items()}
 
     base = results["base"]
