@@ -157,3 +157,27 @@ def test_run_refuses_an_unsupported_backend_combination(trained):
     assert method.backends == frozenset({"transformers"})
     with pytest.raises(DetoxkitError, match="llamacpp"):
         method.check_backend("llamacpp")
+
+
+def test_shipped_artefacts_are_well_formed():
+    """The files in src/detoxkit/data/methods load and are small."""
+    from safetensors import safe_open
+
+    from detoxkit.methods.lora import adapter_meta
+    from detoxkit.methods.wordban import read_word_list
+    from detoxkit.paths import package_data
+
+    root = package_data("methods")
+    assert len(read_word_list(root / "banned_words.txt")) > 50
+    for pattern, keys in (("vocab_shift-*.safetensors", {"ids", "values"}),
+                          ("cfl-*.safetensors", {"ids", "effects", "counts"})):
+        files = list(root.glob(pattern))
+        assert files
+        for f in files:
+            with safe_open(str(f), "pt") as fh:
+                assert set(fh.keys()) == keys
+            assert f.stat().st_size < 1_000_000
+    for d in list(root.glob("experts-*")) + list(root.glob("gedi-*")):
+        meta = adapter_meta(d)
+        assert meta["rank"] == 8 and len(meta["layers"]) == 4
+        assert sum(f.stat().st_size for f in d.rglob("*")) < 3_000_000
