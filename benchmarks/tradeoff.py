@@ -141,10 +141,10 @@ def main(argv=None) -> int:
     print(f"\n{args.prompts} challenging RTP prompts x {args.samples} samples, {args.tokens} tokens, "
           f"model {args.model}, judge {args.judge} (TP at k={base.get('k')})")
     cols = ["EMT", "TP", "TP@5", "toxic frac", "PPL", "dist-1", "dist-2", "dist-3"]
-    print(f"{'method':18s} " + " ".join(f"{c:>15s}" for c in cols))
+    print(f"{'method':32s} " + " ".join(f"{c:>15s}" for c in cols))
     for name, r in results.items():
         cells = [_fmt(r[k], base[k] if name != "base" else None) for k in KEYS]
-        print(f"{name:18s} " + " ".join(f"{c:>15s}" for c in cells))
+        print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells))
     print(json.dumps(results, default=lambda x: None))
     return 0
 

@@ -130,11 +130,19 @@ class DExperts(_AdapterMethod):
 
 
 class _GeDiTransform(LogitsTransform):
+    """log P(non-toxic | x_<t, v) = -softplus(s_toxic(v) - s_nontoxic(v) - class_bias) with
+    s_c(v) = (cum_c + log P_c(v | x_<t)) / n, computed from one [2, B, V] head product."""
+
     def __init__(self, runner: AdapterRunner, weight: float, class_bias: float):
         self.runner, self.weight, self.class_bias = runner, weight, class_bias
         self.start: int | None = None
         self.cum: torch.Tensor | None = None  # [2, B] class log-likelihood of the continuation
-        self.prev: torch.Tensor | None = None  # [2, B, V] last step's class log-probs
+        self.prev: tuple[torch.Tensor, torch.Tensor] | None = None  # last step's (logits, lse)
+
+    @staticmethod
+    def _logprob_of(z: torch.Tensor, lse: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        B = tokens.shape[0]
+        return z.gather(-1, tokens.view(1, B, 1).expand(2, B, 1)).squeeze(-1) - lse
 
     def _advance(self, input_ids):
         B, T = input_ids.shape
@@ -145,23 +153,23 @@ class _GeDiTransform(LogitsTransform):
         t = out.shape[2]
         model = self.runner.model
         if self.prev is not None:  # the token sampled after the previous call
-            tok = input_ids[:, T - t]
-            self.cum += self.prev.gather(-1, tok.view(1, B, 1).expand(2, B, 1)).squeeze(-1)
-        # positions inside this chunk that predict tokens already in input_ids
-        first = max(T - t, self.start - 1)
-        for p in range(first, T - 1):
-            lp = torch.log_softmax(head_logits(model, out[:, :, p - (T - t)]), dim=-1)
-            self.cum += lp.gather(-1, input_ids[:, p + 1].view(1, B, 1).expand(2, B, 1)).squeeze(-1)
-        self.prev = torch.log_softmax(head_logits(model, out[:, :, -1]), dim=-1)
+            self.cum += self._logprob_of(*self.prev, input_ids[:, T - t])
+        # positions inside this chunk (after skipped steps) that predict tokens already known
+        for p in range(max(T - t, self.start - 1), T - 1):
+            z = head_logits(model, out[:, :, p - (T - t)])
+            self.cum += self._logprob_of(z, torch.logsumexp(z, dim=-1), input_ids[:, p + 1])
+        z = head_logits(model, out[:, :, -1])  # [2, B, V]
+        self.prev = (z, torch.logsumexp(z, dim=-1))
         return T - self.start + 1  # tokens in the continuation once a candidate is added
 
     def __call__(self, input_ids, logits):
         n = self._advance(input_ids)
+        z, lse = self.prev
         V = logits.shape[-1]
-        scores = (self.cum.unsqueeze(-1) + self.prev[..., :V]) / n  # [2, B, V]
-        scores[0] += self.class_bias
-        log_post = scores[0] - torch.logsumexp(scores, dim=0)  # log P(non-toxic | x_<t, v)
-        if self.prev.shape[-1] < V:
+        shift = (self.cum[1] - self.cum[0]) - (lse[1] - lse[0])  # [B]
+        x = (z[1, :, :V] - z[0, :, :V] + shift[:, None]) / n - self.class_bias
+        log_post = -torch.nn.functional.softplus(x)  # log P(non-toxic | x_<t, v)
+        if log_post.shape[-1] < V:
             log_post = torch.cat([log_post, log_post.new_zeros(log_post.shape[0], V - log_post.shape[-1])], -1)
         return logits + self.weight * log_post.to(logits.device, logits.dtype)
 
