@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -116,4 +115,3 @@ def test_cli_help_lists_the_recipe(capsys):
     with pytest.raises(SystemExit):
         main(["train", "scorer", "--help"])
     assert "--rows" in capsys.readouterr().out
-    del os

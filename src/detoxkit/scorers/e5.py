@@ -160,6 +160,17 @@ def fit_head(x: np.ndarray, y: np.ndarray, cfg: E5TrainConfig) -> dict:
     """Train the head (full-batch, deterministic in cfg.seed); returns numpy tensors."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and the result does not depend on cores
+    try:
+        return _fit_head(x, y, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_head(x: np.ndarray, y: np.ndarray, cfg: E5TrainConfig) -> dict:
+    import torch
+
     torch.manual_seed(cfg.seed)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
     if cfg.head == "mlp":
