@@ -20,8 +20,9 @@ def register(sub) -> None:
                             ".csv/.tsv/.jsonl/.parquet file with a text column")
     build.add_argument("--out", required=True, help="output .jsonl path")
     build.add_argument("--n", type=int, default=1000, help="number of prompts (default 1000)")
-    build.add_argument("--scorer", default="profanity-svm",
-                       help="registered scorer used to score prompts and continuations")
+    build.add_argument("--scorer", default=None,
+                       help="registered scorer used to score prompts and continuations "
+                            "(default: the default scorer)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--text-field", default="text", help="text column of a corpus file")
     build.add_argument("--label-field", default=None,
@@ -52,6 +53,7 @@ def run_build(args) -> int:
     from dataclasses import replace
 
     from ..prompts.build import Bounds, build_prompt_set, provenance_path
+    from ..scorers import DEFAULT_SCORER
 
     bounds = Bounds()
     if args.min_words is not None:
@@ -60,7 +62,7 @@ def run_build(args) -> int:
         bounds = replace(bounds, max_words=args.max_words)
     label_field = args.label_field
     argv = ["detoxkit", "prompts", "build", "--corpus", args.corpus, "--out", args.out,
-            "--n", str(args.n), "--scorer", args.scorer, "--seed", str(args.seed),
+            "--n", str(args.n), "--scorer", args.scorer or DEFAULT_SCORER, "--seed", str(args.seed),
             "--stratify-by", args.stratify_by]
     for flag, value in (("--text-field", None if args.text_field == "text" else args.text_field),
                         ("--label-field", label_field), ("--pool", args.pool),

@@ -302,7 +302,7 @@ def provenance_path(out_path: str | Path) -> Path:
 
 
 def build_prompt_set(corpus: str | Path | RowSource, out_path: str | Path, *,
-                     n_prompts: int = 1000, scorer: str | Any = "profanity-svm", seed: int = 0,
+                     n_prompts: int = 1000, scorer: str | Any | None = None, seed: int = 0,
                      text_field: str = "text", label_field: str | None = None,
                      pool: str | None = None, stratify_by: str = "prompt",
                      bounds: Bounds = Bounds(), clean: bool = True, on_bad: str = "error",
@@ -328,6 +328,10 @@ def build_prompt_set(corpus: str | Path | RowSource, out_path: str | Path, *,
         raise DetoxkitError(f"the output must be a .jsonl file, not {out}")
     if not out.parent.is_dir():
         raise DetoxkitError(f"output folder does not exist: {out.parent}")
+    if scorer is None:
+        from ..scorers import DEFAULT_SCORER
+
+        scorer = DEFAULT_SCORER
     scorer_obj = load_scorer(scorer) if isinstance(scorer, str) else scorer
 
     rows, corpus_info = _corpus_rows(corpus, text_field=text_field, label_field=label_field,
