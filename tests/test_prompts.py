@@ -381,11 +381,11 @@ def test_build_on_a_corpus_slice(corpus_slice, tmp_path):
     assert sorted(p.meta["source_row"] for p in ps) == prov["rows_used"]
 
     again = tmp_path / "again.jsonl"
-    build_prompt_set(corpus_slice, again, n_prompts=80, seed=3, text_field="body",
+    build_prompt_set(corpus_slice, again, n_prompts=80, scorer="profanity-svm", seed=3, text_field="body",
                      label_field="label", progress=False)
     assert again.read_bytes() == out.read_bytes()  # same inputs, same file
     other = tmp_path / "other.jsonl"
-    build_prompt_set(corpus_slice, other, n_prompts=80, seed=4, text_field="body",
+    build_prompt_set(corpus_slice, other, n_prompts=80, scorer="profanity-svm", seed=4, text_field="body",
                      progress=False)
     assert other.read_bytes() != out.read_bytes()
 
