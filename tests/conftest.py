@@ -31,6 +31,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), rtp_texts())
 
 
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir):
+    """The tiny model loaded straight through transformers (fresh per test module)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from detoxkit.models import LoadedLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    return LoadedLM(model, tok, "tiny", "test", 128)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep each test session's caches out of the user's ~/.cache, but share converted models."""

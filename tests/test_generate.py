@@ -5,18 +5,8 @@ import torch
 
 from detoxkit.generate import (Request, SamplingConfig, TransformersSampler, nucleus_sample,
                                sample_seed, step_uniforms)
-from detoxkit.models import LoadedLM
 
 PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tiny_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    return LoadedLM(model, tok, "tiny", "test", 128)
 
 
 def requests(lm, k):

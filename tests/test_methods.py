@@ -16,18 +16,8 @@ from detoxkit.methods.adapters import (as_logits_processor, llamacpp_logits_proc
 from detoxkit.methods.artefacts import TokenizerOnlyLM, artefact_name, save_table
 from detoxkit.methods.lora import TopLayers
 from detoxkit.methods.wordban import BanTable
-from detoxkit.models import LoadedLM
 
 PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tiny_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    return LoadedLM(model, tok, "tiny", "test", 128)
 
 
 @pytest.fixture(scope="module")

@@ -185,6 +185,8 @@ class Evaluation:
             finally:
                 progress.close()
             elapsed = time.monotonic() - t0
+            # artefact paths and training metadata are known once the method was bound
+            prov["method"] = self.method.describe()
             metrics = compute_metrics(self.store, prov, self.skipped)
             metrics["elapsed_s"] = round(elapsed, 2)
             # counters of this process's generate calls (a resumed run counts the resumed part)

