@@ -1,7 +1,7 @@
 """Decoding time of each detox method relative to plain sampling.
 
     python benchmarks/overhead.py [--model smollm2-135m] [--prompts 4] [--samples 25]
-                                  [--tokens 20] [--rounds 3]
+                                  [--tokens 20] [--rounds 7]
 
 Same prompts (the first N of ../shared/data/rtp/challenging_toxic.jsonl), same
 batch (all prompts x samples in one generate call, as `detoxkit run` batches
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--samples", type=int, default=25)
     ap.add_argument("--tokens", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--only", nargs="*", help="method names to time (default: all)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0: torch's default). On a machine shared with other "
