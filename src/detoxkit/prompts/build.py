@@ -28,7 +28,6 @@ import html
 import json
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import DetoxkitError, InputError
+from ..store import write_text_atomic
 from .load import seeded_key
 
 log = logging.getLogger(__name__)
@@ -285,12 +285,6 @@ def _score(scorer: Any, texts: list[str], desc: str, progress: bool) -> list[flo
     return [float(x) for x in result["toxicity"]]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _r(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 6)
 
@@ -413,6 +407,6 @@ def build_prompt_set(corpus: str | Path | RowSource, out_path: str | Path, *,
         "output": {"file": out.name, "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest()},
         "rows_used": sorted(c.row for c in picked),
     }
-    _write_atomic(out, body)
-    _write_atomic(provenance_path(out), json.dumps(provenance, indent=1) + "\n")
+    write_text_atomic(out, body)
+    write_text_atomic(provenance_path(out), json.dumps(provenance, indent=1) + "\n")
     return provenance
