@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import add_threads_option, apply_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
 
@@ -63,14 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--only", nargs="*", help="method names to time (default: all)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0: torch's default). On a machine shared with other "
-                         "jobs, 1 avoids OpenMP oversubscription, which slowed a step 12x here")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
     import torch
 

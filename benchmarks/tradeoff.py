@@ -30,6 +30,8 @@ import math
 import sys
 from pathlib import Path
 
+from common import add_threads_option, apply_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
 
@@ -119,14 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=SPEC[|SPEC]",
                     help="more configurations, e.g. vs6=vocab-shift:strength=6 or "
                          "combo=wordban|dexperts:alpha=2.0 ('|' chains methods)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0: torch's default). On a machine shared with other "
-                         "jobs, 1 avoids OpenMP oversubscription, which slowed a step 12x here")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     args.out = args.out / f"{args.prompts}x{args.samples}-{args.oracle}"
     prompts = write_prompts(args.prompts, args.out)
     methods = {k: v for k, v in METHODS.items() if not args.only or k in args.only or k == "base"}
