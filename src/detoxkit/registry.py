@@ -87,6 +87,8 @@ SCORERS.register("hf", "detoxkit.scorers.hf:HFClassifierScorer",
                  "hf:<hub id or local dir>: any Hugging Face sequence-classification model (safetensors)")
 SCORERS.register("detoxify", "detoxkit.scorers.hf:DetoxifyScorer",
                  "detoxify:<original|unbiased|multilingual>: Detoxify's models from the hub (network)")
+SCORERS.register("moral-direction", "detoxkit.scorers.moral:MoralDirectionScorer",
+                 "normativity along the moral direction (PCA over action phrases in all-MiniLM-L6-v2 space; English)")
 SCORERS.register("perspective", "detoxkit.scorers.perspective:PerspectiveScorer",
                  "Perspective API (network; key in $PERSPECTIVE_API_KEY; cached, rate-capped, retried)")
 
@@ -98,3 +100,7 @@ METHODS.register("cfl", "detoxkit.methods.tables:CFL", "penalise tokens by their
 METHODS.register("dexperts", "detoxkit.methods.experts:DExperts", "base + alpha*(expert - anti-expert), LoRA experts on the generator (transformers)")
 METHODS.register("gedi", "detoxkit.methods.experts:GeDi", "Bayes-rule reweighting by a class-conditional LoRA LM (transformers)")
 METHODS.register("gate", "detoxkit.methods.gate:Gate", "GTA: run a wrapped method only where a cheap toxicity check fires")
+METHODS.register("trace", "detoxkit.methods.trace:Trace", "TRACE: reweight by the exact expected attribute probability under an HMM distilled from the LM")
+METHODS.register("semantic-control", "detoxkit.methods.semantic:SemanticControl", "semantic probabilistic control: verifier gradients on the expected sentence embedding (transformers)")
+METHODS.register("moral", "detoxkit.methods.moral:MoralFilter", "moral direction filter: drop candidates whose continuation falls below a threshold on the moral direction")
+METHODS.register("pplm", "detoxkit.methods.pplm:PPLM", "PPLM: gradient updates of the cached hidden states against an attribute head (slow baseline; transformers)")

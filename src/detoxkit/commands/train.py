@@ -10,6 +10,10 @@ import importlib
 TRAIN_MODULES: list[str] = [
     "detoxkit.commands.train_methods",
     "detoxkit.commands.train_scorer",
+    "detoxkit.commands.train_trace",
+    "detoxkit.commands.train_semantic",
+    "detoxkit.commands.train_moral",
+    "detoxkit.commands.train_pplm",
 ]
 
 
