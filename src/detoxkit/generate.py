@@ -147,7 +147,9 @@ class TransformersSampler:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0]
         self._cache_arg = cache_kwarg(lm.model)
 
-    @torch.inference_mode()
+    # no_grad rather than inference_mode: gradient-based methods (PPLM, semantic control)
+    # re-enable autograd inside their transform, which inference tensors would forbid.
+    @torch.no_grad()
     def generate(self, requests: list[Request]) -> list[Sample]:
         """Samples for every (request, sample index), rows in request order."""
         model, device = self.lm.model, self.lm.model.device
@@ -160,6 +162,7 @@ class TransformersSampler:
         # Bound before the prefill: methods that share the model's computation (DExperts, GeDi)
         # hook its forward from this moment.
         transform: LogitsTransform = self.method.bind(self.lm)
+        transform.max_new_tokens = cfg.max_new_tokens
 
         # Prefill each distinct prompt once, left-padded.
         width = max(len(r.prompt_ids) for r in requests)

@@ -61,13 +61,13 @@ class _ChainTransform(LogitsTransform):
 
     def __call__(self, input_ids, logits):
         for t in self.transforms:
-            t.attention_mask = self.attention_mask
+            self.share_context(t)
             logits = t(input_ids, logits)
         return logits
 
     def skip(self, input_ids, logits):
         for t in self.transforms:
-            t.attention_mask = self.attention_mask
+            self.share_context(t)
             t.skip(input_ids, logits)
 
 

@@ -29,10 +29,18 @@ class LogitsTransform(ABC):
     # [B, T] mask aligned with input_ids (0 = left padding or after EOS). detoxkit's sampler
     # sets it before every call; through model.generate it stays None (see adapters).
     attention_mask: torch.Tensor | None = None
+    # The call's generation length, set by detoxkit's sampler before the first step (methods that
+    # look ahead, e.g. TRACE, plan up to it); None through model.generate (use a method setting).
+    max_new_tokens: int | None = None
 
     @abstractmethod
     def __call__(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> torch.FloatTensor:
         ...
+
+    def share_context(self, inner: "LogitsTransform") -> None:
+        """Hand this step's context (mask, generation length) to a wrapped transform."""
+        inner.attention_mask = self.attention_mask
+        inner.max_new_tokens = self.max_new_tokens
 
     def skip(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> None:
         """Called instead of __call__ for a step whose logits this transform must not change

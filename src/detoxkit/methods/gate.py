@@ -170,7 +170,7 @@ class _GateTransform(LogitsTransform):
                 stats["first_open_step"][step] = stats["first_open_step"].get(step, 0) + n_first
                 stats["samples_opened"] += n_first
                 self.ever_open |= first
-        self.inner.attention_mask = self.attention_mask
+        self.share_context(self.inner)
         if not n_open:
             self.inner.skip(input_ids, logits)
             return logits
@@ -180,5 +180,5 @@ class _GateTransform(LogitsTransform):
         return torch.where(is_open[:, None], out, logits)
 
     def skip(self, input_ids, logits):
-        self.inner.attention_mask = self.attention_mask
+        self.share_context(self.inner)
         self.inner.skip(input_ids, logits)
