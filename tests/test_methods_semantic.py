@@ -1,0 +1,191 @@
+"""semantic-control: the verifier's linear expansion, the table recipe, the sampler, generate,
+gate + chain, and `detoxkit run` on the tiny model (the real detoxkit-minilm verifier)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from detoxkit.cli import main
+from detoxkit.errors import DetoxkitError
+from detoxkit.generate import Request, SamplingConfig, TransformersSampler
+from detoxkit.methods import build_method
+from detoxkit.methods.adapters import as_logits_processor
+from detoxkit.methods.semantic import SemanticControl, get_verifier
+
+PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory, tiny_model_dir):
+    """The recipe, through the CLI, on the tiny model's 384-token vocabulary."""
+    path = tmp_path_factory.mktemp("semantic") / "table.safetensors"
+    assert main(["train", "semantic-control", "--model", str(tiny_model_dir), "--out", str(path)]) == 0
+    return path
+
+
+def sample(lm, method=None, k=3, n=8, prompts=PROMPTS):
+    cfg = SamplingConfig(num_samples=k, max_new_tokens=n, seed=3)
+    reqs = [Request(str(PROMPTS.index(t)), lm.tokenizer(t)["input_ids"], list(range(k))) for t in prompts]
+    return [s.token_ids for s in TransformersSampler(lm, cfg, method).generate(reqs)]
+
+
+def test_table_recipe(table, tiny_lm):
+    from safetensors import safe_open
+
+    with safe_open(str(table), "pt") as fh:
+        meta = fh.metadata()
+        U, w = fh.get_tensor("U"), fh.get_tensor("w")
+    assert U.shape == (len(tiny_lm.tokenizer), 384) and w.shape == (len(tiny_lm.tokenizer),)
+    assert json.loads(meta["vocab"]) == len(tiny_lm.tokenizer)
+    assert meta["verifier"] == "detoxkit-minilm" and "semantic-control" in meta["command"]
+    # the EOS token (special) has no pieces; most others (not lone bytes) have some, non-zero
+    eos = tiny_lm.tokenizer.eos_token_id
+    assert w[eos] == 0 and float(U[eos].abs().sum()) == 0
+    assert (w > 0).float().mean() > 0.4 and float(U[w > 0].float().norm(dim=-1).min()) > 0
+
+
+def test_first_order_expansion_tracks_the_exact_verifier():
+    """Appending a word: the table's linear estimate of the verifier logit ranks words like
+    re-encoding the whole text does (the construction behind every candidate's estimate)."""
+    v = get_verifier()
+    base = "I told him that he was a"
+    words = ["idiot", "moron", "stupid", "friend", "teacher", "garden", "happy", "loser", "pig", "nice"]
+    emb, n = v.embed([base])
+    z, g = v.logit_and_grad(emb)
+    U, w = v.piece_sums([" " + x for x in words])
+    linear = z + (U @ g[0] - (g[0] @ emb[0]) * w) / n
+    exact = v.logit(v.embed([base + " " + x for x in words])[0])
+    rank = lambda t: t.argsort().argsort().float()  # noqa: E731
+    spearman = torch.corrcoef(torch.stack([rank(linear), rank(exact)]))[0, 1]
+    assert spearman > 0.8, (linear, exact)
+    # and the gradient is the verifier's own: d logit / d embedding along a random direction
+    d = torch.randn_like(emb) * 1e-2
+    assert torch.allclose(v.logit(emb + d) - z, (g * d).sum(-1), atol=1e-4)
+
+
+def test_shapes_kept_inputs_untouched_and_only_downweights(table, tiny_lm):
+    tok = tiny_lm.tokenizer
+    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
+    ids = enc["input_ids"]
+    logits = torch.randn(2, tiny_lm.model.config.vocab_size)
+    ids0, logits0 = ids.clone(), logits.clone()
+    t = SemanticControl(table=str(table)).bind(tiny_lm)
+    t.attention_mask = enc["attention_mask"]
+    out = t(ids, logits)
+    assert out.shape == logits.shape and torch.equal(ids, ids0) and torch.equal(logits, logits0)
+    assert torch.isfinite(out).all() and (out <= logits + 1e-6).all() and not torch.equal(out, logits)
+    # strength scales the log-probability of the constraint
+    t2 = SemanticControl(table=str(table), strength=2.0).bind(tiny_lm)
+    t2.attention_mask = enc["attention_mask"]
+    assert torch.allclose(t2(ids, logits) - logits, 2 * (out - logits), atol=1e-4)
+
+
+def test_strict_threshold_pushes_towards_low_scores(table, tiny_lm):
+    """A low threshold gives every token a small probability, scaled by its estimated effect:
+    the reweighted distribution's expected effect is lower than the base's."""
+    tok = tiny_lm.tokenizer
+    enc = tok(["The man said that"], return_tensors="pt")
+    logits = torch.zeros(1, tiny_lm.model.config.vocab_size)
+    t = SemanticControl(table=str(table), threshold=0.01, spread=0.0).bind(tiny_lm)
+    out = t(enc["input_ids"], logits)
+    spread = out[0, :len(tok)].max() - out[0, :len(tok)].min()
+    assert spread > 0.1
+
+
+def test_neutral_strength_samples_like_plain_sampling(tiny_lm):
+    # strength 0 binds the identity: no table or verifier needed
+    assert sample(tiny_lm, build_method("semantic-control:strength=0")) == sample(tiny_lm)
+
+
+def test_changes_samples_and_independent_of_batching(table, tiny_lm):
+    spec = f"semantic-control:table={table},threshold=0.05,strength=2"
+    plain = sample(tiny_lm)
+    together = sample(tiny_lm, build_method(spec), k=2)
+    assert together != sample(tiny_lm, k=2)
+    alone = [s for p in PROMPTS for s in sample(tiny_lm, build_method(spec), k=2, prompts=[p])]
+    assert together == alone
+    method = build_method(spec)
+    sample(tiny_lm, method)
+    stats = method.run_stats()
+    assert stats["steps"] > 0 and stats["drafts"] >= 1 and plain
+
+
+def test_redraft_rolls_new_drafts(table, tiny_lm):
+    once, every = (build_method(f"semantic-control:table={table},redraft={r}") for r in (0, 2))
+    sample(tiny_lm, once, n=6)
+    sample(tiny_lm, every, n=6)
+    assert once.run_stats()["drafts"] == 1 and every.run_stats()["drafts"] == 3
+
+
+def test_gate_and_chain(table, tiny_lm, tmp_path):
+    from detoxkit.methods.artefacts import artefact_name, save_table
+
+    tok = tiny_lm.tokenizer
+    ids = torch.arange(len(tok), dtype=torch.int32)
+    cfl = save_table(tmp_path / artefact_name("cfl", tok), {"ids": ids, "effects": torch.full((len(ids),), 0.5),
+                     "counts": torch.full((len(ids),), 5, dtype=torch.int32)}, {"scorer": "profanity-svm"})
+    inner = f"semantic-control:table={table};threshold=0.05;strength=2"
+    alone = sample(tiny_lm, build_method(inner.replace(";", ",")))
+    # a gate open at every step equals the method alone
+    assert sample(tiny_lm, build_method(f"gate:wrap={inner},table={cfl},threshold=0")) == alone
+    # a gate that never opens: the transform only sees skip() and sampling stays plain
+    never = build_method(f"gate:wrap={inner},table={cfl},threshold=2")
+    assert sample(tiny_lm, never) == sample(tiny_lm)
+    # a gate that first opens at step 4 (first scorer check): the transform, skipped until then,
+    # drafts once from that step's prefix and runs on the open steps only
+    late = build_method(f"gate:wrap={inner},check=scorer,threshold=0,every=4")
+    assert sample(tiny_lm, late) != sample(tiny_lm)
+    stats = late.run_stats()["inner"]
+    assert stats["drafts"] == 1 and stats["steps"] == 4
+    chain = build_method(["wordban", inner.replace(";", ",")])
+    assert chain.backends == frozenset({"transformers"})
+    assert "detoxkit-minilm" in chain.guided_by()
+    assert len(sample(tiny_lm, chain)) == 9
+
+
+def test_logits_processor_in_model_generate(table, tiny_lm):
+    from transformers import LogitsProcessorList
+
+    tok = tiny_lm.tokenizer
+    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
+
+    def generate(spec=None):
+        torch.manual_seed(0)
+        procs = LogitsProcessorList([as_logits_processor(spec, tiny_lm)] if spec else [])
+        return tiny_lm.model.generate(**enc, do_sample=True, max_new_tokens=6, top_p=0.9,
+                                      num_return_sequences=2, logits_processor=procs,
+                                      pad_token_id=tok.pad_token_id)
+
+    out = generate(f"semantic-control:table={table},threshold=0.05,strength=2")
+    assert out.shape[0] == 4
+    assert torch.equal(generate("semantic-control:strength=0"), generate())
+
+
+def test_settings_errors_and_missing_table(tiny_lm, monkeypatch, tmp_path):
+    for bad in ("strength=-1", "threshold=1", "spread=-0.1", "horizon=0", "redraft=-1",
+                "draft_top_p=0"):
+        with pytest.raises(DetoxkitError, match="semantic-control"):
+            build_method(f"semantic-control:{bad}")
+    with pytest.raises(DetoxkitError, match="llamacpp"):
+        build_method("semantic-control").check_backend("llamacpp")
+    monkeypatch.setenv("DETOXKIT_HOME", str(tmp_path))
+    with pytest.raises(DetoxkitError, match="detoxkit train semantic-control"):
+        build_method("semantic-control").bind(tiny_lm)
+    assert build_method("semantic-control").guided_by()[0] == "detoxkit-minilm"
+
+
+def test_detoxkit_run_end_to_end(table, tiny_model_dir, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n"
+                               for i, t in enumerate(["The man said that", "I think"])))
+    out = tmp_path / "run"
+    assert main(["run", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples", "2",
+                 "--max-new-tokens", "5", "--oracle", "none", "--scorer", "profanity-svm",
+                 "--method", f"semantic-control:table={table},redraft=2", "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["method"]["name"] == "semantic-control"
+    assert "detoxkit-minilm" in run["guided_by"]
+    assert len((out / "generations.jsonl").read_text().splitlines()) == 4
