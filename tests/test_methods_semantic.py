@@ -102,15 +102,14 @@ def test_neutral_strength_samples_like_plain_sampling(tiny_lm):
 
 def test_changes_samples_and_independent_of_batching(table, tiny_lm):
     spec = f"semantic-control:table={table},threshold=0.05,strength=2"
-    plain = sample(tiny_lm)
-    together = sample(tiny_lm, build_method(spec), k=2)
-    assert together != sample(tiny_lm, k=2)
-    alone = [s for p in PROMPTS for s in sample(tiny_lm, build_method(spec), k=2, prompts=[p])]
-    assert together == alone
     method = build_method(spec)
-    sample(tiny_lm, method)
+    together = sample(tiny_lm, method, k=2, n=6)
+    assert together != sample(tiny_lm, k=2, n=6)
     stats = method.run_stats()
-    assert stats["steps"] > 0 and stats["drafts"] >= 1 and plain
+    assert stats["steps"] == 6 and stats["drafts"] == 1 and stats["draft_tokens"] > 0
+    # drafts are seeded per prompt and sample rank: a prompt's samples do not depend on its batch
+    alone = [s for p in PROMPTS for s in sample(tiny_lm, build_method(spec), k=2, n=6, prompts=[p])]
+    assert together == alone
 
 
 def test_redraft_rolls_new_drafts(table, tiny_lm):
@@ -128,22 +127,23 @@ def test_gate_and_chain(table, tiny_lm, tmp_path):
     cfl = save_table(tmp_path / artefact_name("cfl", tok), {"ids": ids, "effects": torch.full((len(ids),), 0.5),
                      "counts": torch.full((len(ids),), 5, dtype=torch.int32)}, {"scorer": "profanity-svm"})
     inner = f"semantic-control:table={table};threshold=0.05;strength=2"
-    alone = sample(tiny_lm, build_method(inner.replace(";", ",")))
+    plain = sample(tiny_lm, n=6)
+    alone = sample(tiny_lm, build_method(inner.replace(";", ",")), n=6)
     # a gate open at every step equals the method alone
-    assert sample(tiny_lm, build_method(f"gate:wrap={inner},table={cfl},threshold=0")) == alone
+    assert sample(tiny_lm, build_method(f"gate:wrap={inner},table={cfl},threshold=0"), n=6) == alone
     # a gate that never opens: the transform only sees skip() and sampling stays plain
     never = build_method(f"gate:wrap={inner},table={cfl},threshold=2")
-    assert sample(tiny_lm, never) == sample(tiny_lm)
+    assert sample(tiny_lm, never, n=6) == plain
     # a gate that first opens at step 4 (first scorer check): the transform, skipped until then,
     # drafts once from that step's prefix and runs on the open steps only
     late = build_method(f"gate:wrap={inner},check=scorer,threshold=0,every=4")
-    assert sample(tiny_lm, late) != sample(tiny_lm)
+    assert sample(tiny_lm, late, n=6) != plain
     stats = late.run_stats()["inner"]
-    assert stats["drafts"] == 1 and stats["steps"] == 4
+    assert stats["drafts"] == 1 and stats["steps"] == 2
     chain = build_method(["wordban", inner.replace(";", ",")])
     assert chain.backends == frozenset({"transformers"})
     assert "detoxkit-minilm" in chain.guided_by()
-    assert len(sample(tiny_lm, chain)) == 9
+    assert len(sample(tiny_lm, chain, n=4)) == 9
 
 
 def test_logits_processor_in_model_generate(table, tiny_lm):
