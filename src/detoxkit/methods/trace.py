@@ -240,7 +240,7 @@ class Trace(DetoxMethod):
     name = "trace"
     backends = ALL_BACKENDS
 
-    def __init__(self, strength: float = 1.0, attribute: str = "nontoxic", horizon: int = 20,
+    def __init__(self, strength: float = 3.0, attribute: str = "nontoxic", horizon: int = 20,
                  hmm: str | None = None, classifier: str | None = None):
         try:
             self.strength = float(strength)
