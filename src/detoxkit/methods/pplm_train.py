@@ -41,6 +41,8 @@ def mean_hidden(lm, texts: list[str], *, max_len: int = 64, batch: int = 32) -> 
                  use_cache=False).last_hidden_state.float()
         w = mask.float()[..., None]
         out[idx] = ((h * w).sum(1) / w.sum(1).clamp(min=1)).cpu()
+        if (start // batch + 1) % 20 == 0:
+            log.info("pplm-head features %d/%d", min(start + batch, len(order)), len(order))
     return out
 
 
