@@ -88,6 +88,12 @@ def test_strict_threshold_pushes_towards_low_scores(table, tiny_lm):
     out = t(enc["input_ids"], logits)
     spread = out[0, :len(tok)].max() - out[0, :len(tok)].min()
     assert spread > 0.1
+    # gain scales the per-token effects (and the draft's spread with them): the estimates change
+    # but, being monotone in each token's effect, keep their order
+    t5 = SemanticControl(table=str(table), threshold=0.01, spread=0.0, gain=5).bind(tiny_lm)
+    out5 = t5(enc["input_ids"], logits)[0, :len(tok)]
+    assert not torch.allclose(out5, out[0, :len(tok)])
+    assert out5.argmax() == out[0, :len(tok)].argmax() and out5.argmin() == out[0, :len(tok)].argmin()
 
 
 def test_neutral_strength_samples_like_plain_sampling(tiny_lm):
@@ -152,7 +158,7 @@ def test_logits_processor_in_model_generate(table, tiny_lm):
 
 def test_settings_errors_and_missing_table(tiny_lm, monkeypatch, tmp_path):
     for bad in ("strength=-1", "threshold=1", "spread=-0.1", "horizon=0", "redraft=-1",
-                "draft_top_p=0"):
+                "draft_top_p=0", "gain=0"):
         with pytest.raises(DetoxkitError, match="semantic-control"):
             build_method(f"semantic-control:{bad}")
     with pytest.raises(DetoxkitError, match="llamacpp"):
