@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
 
 
-# Gradient-based methods, many times slower than sampling: timed in the first --slow-rounds rounds only.
-SLOW = {"pplm", "semantic-control"}
+# Methods many times slower than sampling (gradients, an encoder per candidate): timed in the
+# first --slow-rounds rounds only.
+SLOW = {"pplm", "semantic-control", "moral"}
 
 
 def load_prompts(n: int) -> list[str]:
