@@ -39,18 +39,19 @@ def artefact_name(kind: str, tokenizer: Any, suffix: str = "safetensors") -> str
     return f"{kind}-{tokenizer_fingerprint(tokenizer)}.{suffix}"
 
 
-def find_artefact(filename: str, train_hint: str, explicit: str | None = None) -> Path:
-    """An artefact file: explicit path, else cache dir, else shipped package data."""
+def find_artefact(filename: str, train_hint: str, explicit: str | None = None,
+                  folder: str = "methods") -> Path:
+    """An artefact file: explicit path, else the cache's `folder`, else the package data's."""
     if explicit:
         path = Path(explicit).expanduser()
         if not path.exists():
             raise DetoxkitError(f"{path} does not exist")
         return path
-    for path in (cache_dir("methods") / filename, package_data("methods", filename)):
+    for path in (cache_dir(folder) / filename, package_data(folder, filename)):
         if path.exists():
             return path
-    raise DetoxkitError(f"no trained artefact {filename} for this model's tokenizer (looked in "
-                        f"{cache_dir('methods')} and the package data). Build it with `{train_hint}`.")
+    raise DetoxkitError(f"no trained artefact {filename} (looked in {cache_dir(folder)} and the "
+                        f"package data). Build it with `{train_hint}`.")
 
 
 @lru_cache(maxsize=32)

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DetoxkitError
-from ..paths import cache_dir, package_data
+from ..paths import package_data
 from .base import Scorer
 from .minilm import encoder_version, load_encoder, mean_pool
 
@@ -46,16 +46,9 @@ LABELS = {"normative": 1, "non-normative": 0}
 def find_direction(explicit: str | None = None) -> Path:
     """The direction file: explicit path, else the cache (`detoxkit train moral` writes
     there), else the file shipped in data/moral/."""
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.exists():
-            raise DetoxkitError(f"moral direction file {path} does not exist")
-        return path
-    for path in (cache_dir("moral") / DIRECTION_NAME, package_data("moral", DIRECTION_NAME)):
-        if path.exists():
-            return path
-    raise DetoxkitError(f"no moral direction file {DIRECTION_NAME} (looked in {cache_dir('moral')} "
-                        f"and the package data). Build it with `{TRAIN_HINT}`.")
+    from ..methods.artefacts import find_artefact
+
+    return find_artefact(DIRECTION_NAME, TRAIN_HINT, explicit, folder="moral")
 
 
 def read_direction(path: Path) -> tuple[dict, dict]:
