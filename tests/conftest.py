@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,28 @@ def write_labelled_corpus(path: Path, rows_per_file: int = 300) -> Path:
                         tox = rec[part].get("toxicity")
                         if tox is not None:
                             writer.writerow([int(tox >= 0.5), rec[part]["text"]])
+    return path
+
+
+@contextmanager
+def corpus_from(path: Path):
+    """Point the corpus at `path` (DETOXKIT_CORPUS) for a module-scoped fixture's recipes,
+    where pytest's function-scoped monkeypatch is not available."""
+    old = os.environ.get("DETOXKIT_CORPUS")
+    os.environ["DETOXKIT_CORPUS"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("DETOXKIT_CORPUS", None)
+        else:
+            os.environ["DETOXKIT_CORPUS"] = old
+
+
+def write_prompts_jsonl(path: Path, texts) -> Path:
+    """A prompt file for `detoxkit run --prompts`: one {"id": "p<i>", "text": ...} per line."""
+    path.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n" for i, t in enumerate(texts)),
+                    encoding="utf-8")
     return path
 
 

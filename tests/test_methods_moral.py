@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens
+from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens, write_prompts_jsonl
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
@@ -183,9 +183,7 @@ def test_llamacpp_adapter_with_a_tokenizer_only(tiny_lm):
 
 
 def test_detoxkit_run_with_moral(tiny_model_dir, tmp_path, caplog):
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("\n".join(json.dumps({"id": f"p{i}", "text": t})
-                                 for i, t in enumerate(PROMPTS)) + "\n")
+    prompts = write_prompts_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     out = tmp_path / "run"
     assert main(["run", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples", "2",
                  "--max-new-tokens", "5", "--oracle", "none", "--scorer", "moral-direction",

@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens, write_labelled_corpus
+from conftest import (SAMPLE_PROMPTS, corpus_from, hf_generate, sample_tokens,
+                      write_labelled_corpus, write_prompts_jsonl)
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
@@ -21,22 +22,13 @@ PROMPTS = SAMPLE_PROMPTS
 @pytest.fixture(scope="module")
 def head(tmp_path_factory, tiny_model_dir):
     """A head for the tiny model, trained by `detoxkit train pplm-head` on a small corpus slice."""
-    import os
-
     d = tmp_path_factory.mktemp("pplm")
     corpus = d / "clean_data.csv"
     write_labelled_corpus(corpus, rows_per_file=120)
-    old = os.environ.get("DETOXKIT_CORPUS")
-    os.environ["DETOXKIT_CORPUS"] = str(corpus)
-    try:
+    with corpus_from(corpus):
         path = d / "head.safetensors"
         assert main(["train", "pplm-head", "--model", str(tiny_model_dir), "--rows", "120",
                      "--epochs", "3", "--out", str(path)]) == 0
-    finally:
-        if old is None:
-            os.environ.pop("DETOXKIT_CORPUS", None)
-        else:
-            os.environ["DETOXKIT_CORPUS"] = old
     return path
 
 
@@ -231,9 +223,7 @@ def test_bad_settings_and_missing_head_are_clear_errors(tiny_lm, tmp_path, monke
 
 
 def test_detoxkit_run_with_pplm(head, tiny_model_dir, tmp_path):
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n"
-                               for i, t in enumerate(["The man said that", "I think"])))
+    prompts = write_prompts_jsonl(tmp_path / "prompts.jsonl", ["The man said that", "I think"])
     out = tmp_path / "run"
     assert main(["run", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples", "2",
                  "--max-new-tokens", "4", "--oracle", "none", "--scorer", "profanity-svm",

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample
+from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample, write_prompts_jsonl
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
@@ -170,9 +170,7 @@ def test_settings_errors_and_missing_table(tiny_lm, monkeypatch, tmp_path):
 
 
 def test_detoxkit_run_end_to_end(table, tiny_model_dir, tmp_path):
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n"
-                               for i, t in enumerate(["The man said that", "I think"])))
+    prompts = write_prompts_jsonl(tmp_path / "prompts.jsonl", ["The man said that", "I think"])
     out = tmp_path / "run"
     assert main(["run", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples", "2",
                  "--max-new-tokens", "5", "--oracle", "none", "--scorer", "profanity-svm",

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample, write_labelled_corpus
+from conftest import (SAMPLE_PROMPTS, corpus_from, hf_generate, sample_tokens as sample,
+                      write_labelled_corpus, write_prompts_jsonl)
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
@@ -161,15 +162,11 @@ def small_corpus(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, small_corpus, tiny_model_dir):
     """`detoxkit train hmm` and `detoxkit train trace-classifier` (both attributes) on the tiny
     model and a small corpus slice; the files are named as TRACE looks them up."""
-    import os
-
     from transformers import AutoTokenizer
 
     d = tmp_path_factory.mktemp("trace")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    old = os.environ.get("DETOXKIT_CORPUS")
-    os.environ["DETOXKIT_CORPUS"] = str(small_corpus)
-    try:
+    with corpus_from(small_corpus):
         model = str(tiny_model_dir)
         out = {"hmm": d / artefact_name("trace-hmm", tok), "work": d / "work", "corpus": small_corpus}
         args = ["train", "hmm", "--model", model, "--hidden", "8", "--sequences", "60", "--batch", "30",
@@ -181,11 +178,6 @@ def trained(tmp_path_factory, small_corpus, tiny_model_dir):
             assert main(["train", "trace-classifier", "--model", model, "--attribute", attr,
                          "--rows", "600", "--steps", "150", "--out", str(out[attr])]) == 0
         out["args"] = args
-    finally:
-        if old is None:
-            os.environ.pop("DETOXKIT_CORPUS", None)
-        else:
-            os.environ["DETOXKIT_CORPUS"] = old
     return out
 
 
@@ -316,9 +308,7 @@ def test_llamacpp_and_vllm_adapters(trained, tiny_lm):
 
 
 def test_detoxkit_run_end_to_end(trained, tiny_model_dir, tmp_path):
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n"
-                               for i, t in enumerate(PROMPTS)), encoding="utf-8")
+    prompts = write_prompts_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     out = tmp_path / "run"
     assert main(["run", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples", "2",
                  "--max-new-tokens", "5", "--oracle", "none", "--scorer", "profanity-svm",

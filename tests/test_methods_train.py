@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_labelled_corpus
+from conftest import corpus_from, write_labelled_corpus, write_prompts_jsonl
 from detoxkit.cli import main
 
 
@@ -27,12 +27,8 @@ def corpus_env(small_corpus, monkeypatch):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, small_corpus, tiny_model_dir):
     """Every recipe run once through the CLI on a small slice; returns the artefact paths."""
-    import os
-
     d = tmp_path_factory.mktemp("trained")
-    old = os.environ.get("DETOXKIT_CORPUS")
-    os.environ["DETOXKIT_CORPUS"] = str(small_corpus)
-    try:
+    with corpus_from(small_corpus):
         model = str(tiny_model_dir)
         out = {"words": d / "words.txt", "vs": d / "vs.safetensors", "cfl": d / "cfl.safetensors",
                "cfl_json": d / "cfl.json", "experts": d / "experts", "gedi": d / "gedi"}
@@ -46,11 +42,6 @@ def trained(tmp_path_factory, small_corpus, tiny_model_dir):
             assert main(["train", kind, "--model", model, "--rows", "64", "--steps", "3",
                          "--batch", "4", "--max-len", "16", "--layers", "1",
                          "--out", str(out[kind])]) == 0
-    finally:
-        if old is None:
-            os.environ.pop("DETOXKIT_CORPUS", None)
-        else:
-            os.environ["DETOXKIT_CORPUS"] = old
     return out
 
 
@@ -97,11 +88,7 @@ def test_peft_loads_the_trained_adapters(trained, tiny_model_dir):
 
 
 def _prompt_file(tmp_path: Path) -> Path:
-    path = tmp_path / "prompts.jsonl"
-    with open(path, "w", encoding="utf-8") as fh:
-        for i, text in enumerate(["The man said that", "I think", "They were all"]):
-            fh.write(json.dumps({"id": f"p{i}", "text": text}) + "\n")
-    return path
+    return write_prompts_jsonl(tmp_path / "prompts.jsonl", ["The man said that", "I think", "They were all"])
 
 
 @pytest.mark.parametrize("methods", [
