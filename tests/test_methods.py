@@ -13,7 +13,8 @@ from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
 from detoxkit.methods.adapters import (llamacpp_logits_processor,
                                        vllm_logits_processor)
-from detoxkit.methods.artefacts import TokenizerOnlyLM, artefact_name, save_table
+from detoxkit.artefacts import artefact_name, save_table
+from detoxkit.tokens import TokenizerOnlyLM
 from detoxkit.methods.lora import TopLayers
 from detoxkit.methods.wordban import BanTable
 

@@ -165,7 +165,7 @@ def test_methods_change_samples(tiny_lm, head):
 
 
 def test_gate_never_open_is_plain_and_always_open_is_pplm(tiny_lm, head, tmp_path):
-    from detoxkit.methods.artefacts import artefact_name, save_table
+    from detoxkit.artefacts import artefact_name, save_table
 
     tok = tiny_lm.tokenizer
     ids = torch.arange(0, len(tok), 3, dtype=torch.int32)
@@ -212,7 +212,7 @@ def test_bad_settings_and_missing_head_are_clear_errors(tiny_lm, tmp_path, monke
     monkeypatch.setenv("DETOXKIT_HOME", str(tmp_path))
     with pytest.raises(DetoxkitError, match="detoxkit train pplm-head"):
         build_method("pplm").bind(tiny_lm)
-    from detoxkit.methods.artefacts import save_table
+    from detoxkit.artefacts import save_table
 
     wrong = save_table(tmp_path / "wrong.safetensors", {"weight": torch.zeros(2, 7), "bias": torch.zeros(2)}, {})
     with pytest.raises(DetoxkitError, match="7-d"):

@@ -121,7 +121,7 @@ def test_redraft_rolls_new_drafts(table, tiny_lm):
 
 
 def test_gate_and_chain(table, tiny_lm, tmp_path):
-    from detoxkit.methods.artefacts import artefact_name, save_table
+    from detoxkit.artefacts import artefact_name, save_table
 
     tok = tiny_lm.tokenizer
     ids = torch.arange(len(tok), dtype=torch.int32)

@@ -13,7 +13,7 @@ from conftest import RTP_CHALLENGING, RTP_NONTOXIC
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.scorers import DEFAULT_SCORER, Scorer, load_scorer
-from detoxkit.scorers.base import parse_spec
+from detoxkit.scorers.base import scorer_arguments
 
 # Clearly toxic and clearly benign sentences (test fixtures; offensive by design).
 TOXIC = [
@@ -100,9 +100,9 @@ def test_scores_sort_by_length_and_come_back_in_input_order():
 
 def test_spec_parsing_and_default():
     assert DEFAULT_SCORER == "detoxkit-minilm"
-    assert parse_spec("profanity-svm") == ("profanity-svm", {})
-    assert parse_spec("hf:unitary/toxic-bert") == ("hf", {"model": "unitary/toxic-bert"})
-    assert parse_spec("detoxify:unbiased") == ("detoxify", {"model": "unbiased"})
+    assert scorer_arguments("profanity-svm") == ("profanity-svm", {})
+    assert scorer_arguments("hf:unitary/toxic-bert") == ("hf", {"model": "unitary/toxic-bert"})
+    assert scorer_arguments("detoxify:unbiased") == ("detoxify", {"model": "unbiased"})
     with pytest.raises(DetoxkitError, match="Did you mean"):
         load_scorer("profanity-svn")
 

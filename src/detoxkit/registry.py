@@ -57,6 +57,8 @@ PROMPTS = Registry("prompt")
 MODELS = Registry("model")
 SCORERS = Registry("scorer")
 METHODS = Registry("method")
+BACKENDS = Registry("backend")
+TRAINERS = Registry("trainer")
 
 # Prompt sets (loaders take on_bad="error"|"skip" and return a PromptSet; see prompts/load.py).
 PROMPTS.register("embedded", "detoxkit.prompts.embedded:load_embedded",
@@ -104,3 +106,9 @@ METHODS.register("trace", "detoxkit.methods.trace:Trace", "TRACE: reweight by th
 METHODS.register("semantic-control", "detoxkit.methods.semantic:SemanticControl", "semantic probabilistic control: verifier gradients on the expected sentence embedding (transformers)")
 METHODS.register("moral", "detoxkit.methods.moral:MoralFilter", "moral direction filter: drop candidates whose continuation falls below a threshold on the moral direction")
 METHODS.register("pplm", "detoxkit.methods.pplm:PPLM", "PPLM: gradient updates of the cached hidden states against an attribute head (slow baseline; transformers)")
+
+# Model backends: where samples come from (see backends/base.py).
+BACKENDS.register("hf", "detoxkit.backends.hf:HFBackend",
+                  "transformers in this process (embedded models, hub ids, local directories); CPU or CUDA")
+
+# Training recipes for detoxkit's artefacts (`detoxkit train TARGET`; see training/).

@@ -12,18 +12,24 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    return print_entries(args.kind)
+
+
+def print_entries(kind: str) -> int:
+    """The registered components of one kind, a line each (also `detoxkit scorers ls`)."""
     from .. import registry
 
     reg = {"methods": registry.METHODS, "scorers": registry.SCORERS,
-           "models": registry.MODELS, "prompts": registry.PROMPTS}[args.kind]
+           "models": registry.MODELS, "prompts": registry.PROMPTS}[kind]
     entries = reg.entries()
     width = max(len(e.name) for e in entries)
     for e in entries:
         print(f"{e.name:<{width}}  {e.summary}")
     footer = {
         "models": "Also: any Hugging Face causal LM hub id or local directory (safetensors weights).",
+        "scorers": "Also: hf:<hub id or dir> and detoxify:<variant>; settings as NAME:key=value,...",
         "prompts": "Also: a path to RTP-format JSONL, or generic .jsonl/.csv/.parquet with --text-field.",
-    }.get(args.kind)
+    }.get(kind)
     if footer:
         print(footer)
     return 0

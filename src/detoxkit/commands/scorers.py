@@ -54,14 +54,16 @@ def _scorer_args(parser) -> None:
 
 
 def _options(pairs: list[str]) -> dict:
+    """--scorer-option KEY=VALUE pairs, values read as in a spec's settings (detoxkit/specs.py)."""
     from ..errors import DetoxkitError
+    from ..specs import parse_value
 
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise DetoxkitError(f"--scorer-option wants KEY=VALUE, not {pair!r}")
-        out[key.strip().replace("-", "_")] = value
+        out[key.strip().replace("-", "_")] = parse_value(value.strip())
     return out
 
 
@@ -72,13 +74,9 @@ def _load(args):
 
 
 def run_ls(args) -> int:
-    from ..registry import SCORERS
+    from .ls import print_entries
 
-    entries = SCORERS.entries()
-    width = max(len(e.name) for e in entries)
-    for e in entries:
-        print(f"{e.name:<{width}}  {e.summary}")
-    return 0
+    return print_entries("scorers")
 
 
 def run_info(args) -> int:

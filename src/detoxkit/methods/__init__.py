@@ -1,55 +1,31 @@
 """Decoding-time detoxification methods. See methods/base.py for the interface.
 
-A method spec is `name` or `name:key=value,key=value` (e.g. `dexperts:alpha=2.0`);
-a list of specs is applied in order.
+A method spec is `name` or `name:key=value,key=value` (e.g. `dexperts:alpha=2.0`, the grammar
+of detoxkit/specs.py); a list of specs is applied in order.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import DetoxkitError
+from ..specs import Spec, parse_spec
 from .base import DetoxMethod, LogitsTransform
 
 
-def parse_value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    name, _, rest = spec.partition(":")
-    settings: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise DetoxkitError(f"method spec '{spec}': expected key=value, got '{item}'")
-        settings[key.strip()] = parse_value(value.strip())
-    return name.strip(), settings
-
-
-def build_method(specs: list[str] | str) -> DetoxMethod:
-    """One method, or a chain applied in order, from specs."""
+def build_method(specs: "list[str | Spec] | str | Spec") -> DetoxMethod:
+    """One method, or a chain applied in order, from specs (see detoxkit/specs.py)."""
     from ..registry import METHODS
 
-    specs = [specs] if isinstance(specs, str) else list(specs)
+    specs = [specs] if isinstance(specs, (str, Spec)) else list(specs)
     methods = []
-    for spec in specs:
-        name, settings = parse_spec(spec)
-        cls = METHODS.load(name)
+    for text in specs:
+        spec = text if isinstance(text, Spec) else parse_spec(text)
+        if spec.arg is not None:
+            raise DetoxkitError(f"method spec '{text}': expected key=value, got '{spec.arg}'")
+        cls = METHODS.load(spec.name)
         try:
-            methods.append(cls(**settings))
+            methods.append(cls(**spec.settings))
         except TypeError as exc:
-            raise DetoxkitError(f"method '{name}': bad settings {settings}: {exc}") from None
+            raise DetoxkitError(f"method '{spec.name}': bad settings {spec.settings}: {exc}") from None
     if len(methods) == 1:
         return methods[0]
     return Chain(methods)
@@ -94,4 +70,4 @@ class Chain(DetoxMethod):
         return {k: v for k, v in stats.items() if v}
 
 
-__all__ = ["Chain", "DetoxMethod", "LogitsTransform", "build_method", "parse_spec"]
+__all__ = ["Chain", "DetoxMethod", "LogitsTransform", "build_method"]

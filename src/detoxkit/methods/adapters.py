@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artefacts import TokenizerOnlyLM
+from ..tokens import TokenizerOnlyLM
 from .base import DetoxMethod, LogitsTransform
 
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
+from ..artefacts import find_artefact
 from ..errors import DetoxkitError
-from ..paths import cache_dir, package_data
+from ..tokens import fit_width
 from .base import DetoxMethod, LogitsTransform
 from .lora import AdapterRunner, adapter_meta, build_top, head_logits, lm_head_of, softcap_of
 
@@ -37,17 +38,14 @@ def model_key(lm) -> str:
 
 
 def find_adapters(kind: str, lm, explicit: str | None, train_cmd: str) -> Path:
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not (path / "detoxkit.json").exists():
-            raise DetoxkitError(f"{path} holds no detoxkit {kind} adapters (detoxkit.json missing)")
-        return path
+    """The adapter directory for `lm`: shipped copies are named `<kind>-<model key>`."""
     key = model_key(lm)
-    for path in (cache_dir("methods", kind) / key, package_data("methods", f"{kind}-{key}")):
-        if (path / "detoxkit.json").exists():
-            return path
-    raise DetoxkitError(f"no {kind} adapters for model '{lm.name}' (revision {lm.revision}) in "
-                        f"{cache_dir('methods', kind)}: train them with `{train_cmd}`")
+    return find_artefact(key, train_hint=train_cmd, explicit=explicit, folder=f"methods/{kind}",
+                         shipped=f"methods/{kind}-{key}", is_valid=has_adapter_metadata)
+
+
+def has_adapter_metadata(path: Path) -> bool:
+    return (path / "detoxkit.json").exists()
 
 
 class _AdapterMethod(DetoxMethod):
@@ -169,9 +167,7 @@ class _GeDiTransform(LogitsTransform):
         shift = (self.cum[1] - self.cum[0]) - (lse[1] - lse[0])  # [B]
         x = (z[1, :, :V] - z[0, :, :V] + shift[:, None]) / n - self.class_bias
         log_post = -torch.nn.functional.softplus(x)  # log P(non-toxic | x_<t, v)
-        if log_post.shape[-1] < V:
-            log_post = torch.cat([log_post, log_post.new_zeros(log_post.shape[0], V - log_post.shape[-1])], -1)
-        return logits + self.weight * log_post.to(logits.device, logits.dtype)
+        return logits + self.weight * fit_width(log_post, logits)
 
     def skip(self, input_ids, logits):
         return None  # the runner keeps the captured states; __call__ catches up

@@ -4,8 +4,9 @@ is turning toxic (after Kim et al., "Gated Toxicity Avoidance", 2024).
     --method "gate:wrap=dexperts:alpha=2.0,check=cfl,threshold=0.05"
     --method "gate:wrap=wordban+dexperts:alpha=2.0;path=DIR,check=scorer,every=4"
 
-`wrap` is the wrapped method spec; inside it use `;` between its settings and
-`+` between chained methods (`,` separates the gate's own settings).
+`wrap` is the wrapped method spec or chain (`+` between chained methods); put it in
+parentheses, or separate its settings with `;`, so that `,` separates the gate's own
+settings (the grammar of detoxkit/specs.py).
 
 Checks, per row and step:
 - `check=cfl` (default): the base model's probability that the next token is one
@@ -30,6 +31,8 @@ from typing import Any
 import torch
 
 from ..errors import DetoxkitError
+from ..specs import parse_chain
+from ..tokens import pad_to_width
 from .base import DetoxMethod, LogitsTransform
 
 CHECKS = ("cfl", "scorer")
@@ -38,10 +41,7 @@ CHECKS = ("cfl", "scorer")
 def build_wrapped(spec: str) -> DetoxMethod:
     from . import build_method
 
-    parts = [p.strip().replace(";", ",") for p in str(spec).split("+") if p.strip()]
-    if not parts:
-        raise DetoxkitError("gate: `wrap` names no method")
-    return build_method(parts)
+    return build_method(parse_chain(spec))
 
 
 class Gate(DetoxMethod):
@@ -129,10 +129,7 @@ class _GateTransform(LogitsTransform):
         B, V = logits.shape
         if self.risky is not None:
             if self._risky_fit is None or self._risky_fit.shape[0] != V:
-                r = self.risky[:V]
-                if r.shape[0] < V:
-                    r = torch.cat([r, r.new_zeros(V - r.shape[0])])
-                self._risky_fit = r.to(logits.device)
+                self._risky_fit = pad_to_width(self.risky, V).to(logits.device)
             risk = torch.softmax(logits.float(), dim=-1) @ self._risky_fit
             return risk >= self.gate.threshold
         if step == 0 or step % self.gate.every:

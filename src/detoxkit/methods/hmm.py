@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import DetoxkitError
-from .artefacts import load_table, save_table, tokenizer_fingerprint
+from ..artefacts import load_table, save_table, tokenizer_fingerprint
 
 log = logging.getLogger("detoxkit")
 
@@ -275,7 +275,7 @@ def train_hmm(lm, out: Path | None = None, *, hidden: int = 128, sequences: int 
     """Sample (or reuse cached samples), run EM with a checkpoint per epoch (resumed when its
     settings match), save the HMM to `out` (default: the cache, where TRACE looks first)."""
     from ..paths import cache_dir
-    from .artefacts import artefact_name
+    from ..artefacts import artefact_name
 
     report = report or log.info
     tok = lm.tokenizer

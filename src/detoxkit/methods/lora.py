@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import DetoxkitError
+from ..tokens import position_ids
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PEFT_PREFIX = "base_model.model."
@@ -198,10 +199,6 @@ def causal_mask4d(mask2d: torch.Tensor, q_len: int, dtype: torch.dtype) -> torch
     return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
 
 
-def positions_of(mask2d: torch.Tensor) -> torch.Tensor:
-    return (mask2d.long().cumsum(-1) - 1).clamp(min=0)
-
-
 class AdapterRunner:
     """Per-generate-call state: captures the base model's hidden states at the input of
     the first adapter layer and advances both adapters' KV cache to match `input_ids`."""
@@ -243,7 +240,7 @@ class AdapterRunner:
     def _fallback_hidden(self, input_ids, mask2d):
         """Hidden states at the adapter input for all of input_ids, by one extra base forward
         (only when the base prefill ran before this transform was bound)."""
-        pos = positions_of(mask2d)
+        pos = position_ids(mask2d)
         self.pending.clear()
         with torch.no_grad():
             out = self.model(input_ids=input_ids, attention_mask=mask2d, position_ids=pos,
@@ -288,7 +285,7 @@ class AdapterRunner:
                     f"one transform per generate call")
         hidden = torch.cat([h for h, _ in chunks], dim=1)
         if any(pe is None for _, pe in chunks):
-            pos = positions_of(mask2d)[:, T - t_total:]
+            pos = position_ids(mask2d)[:, T - t_total:]
             pe = self.model.model.rotary_emb(hidden, pos)
         else:
             pe = tuple(torch.cat([p[i].expand(B, *p[i].shape[1:]) for _, p in chunks], dim=1)

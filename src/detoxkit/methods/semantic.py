@@ -44,7 +44,8 @@ from typing import Any
 import torch
 
 from ..errors import DetoxkitError
-from .artefacts import artefact_name, find_artefact, load_table, save_table, tokenizer_fingerprint
+from ..artefacts import artefact_name, find_artefact, load_table, save_table, tokenizer_fingerprint
+from ..tokens import eos_ids, fit_width, position_ids
 from .base import DetoxMethod, LogitsTransform, _Identity
 
 VERIFIER = "detoxkit-minilm"
@@ -155,7 +156,8 @@ def find_dir() -> Path:
 
 def load_semantic_table(tokenizer, explicit: str | None, model_name: str,
                         verifier: Verifier) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    path = find_artefact(artefact_name(KIND, tokenizer), TRAIN_HINT.format(model=model_name), explicit)
+    path = find_artefact(artefact_name(KIND, tokenizer), train_hint=TRAIN_HINT.format(model=model_name),
+                         explicit=explicit)
     tensors, meta = load_table(path)
     if meta.get("format") != FORMAT or set(tensors) != {"U", "w"}:
         raise DetoxkitError(f"{path} is not a semantic-control table ({FORMAT})")
@@ -240,7 +242,7 @@ class _SemanticTransform(LogitsTransform):
     def __init__(self, method: SemanticControl, lm, verifier: Verifier, U: torch.Tensor,
                  w: torch.Tensor):
         self.m, self.lm, self.verifier, self.U, self.w = method, lm, verifier, U, w
-        self.eos = _eos_ids(lm)
+        self.eos = eos_ids(lm)
         self.pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else self.eos[0]
         self.z_tau = math.log(method.threshold / (1.0 - method.threshold))
         self.start: int | None = None
@@ -282,7 +284,7 @@ class _SemanticTransform(LogitsTransform):
         model = self.lm.model
         seeds = self._row_seeds(input_ids, mask, pos)
         mask = mask.long()
-        positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+        positions = position_ids(mask)
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
         cache = _cache_of(out)
         next_pos = positions[:, -1:] + 1
@@ -362,20 +364,7 @@ class _SemanticTransform(LogitsTransform):
         mu = z[:, None] + r - r_here[:, None] + shift[:, None]  # [B, V]
         log_p = torch.special.log_ndtr((self.z_tau - mu) / var.clamp(min=1e-6).sqrt()[:, None])
 
-        V = logits.shape[-1]
-        if log_p.shape[-1] < V:  # ids beyond the tokenizer (padded embedding rows) stay as they are
-            log_p = torch.cat([log_p, log_p.new_zeros(B, V - log_p.shape[-1])], -1)
         self.m._stats["steps"] += 1
         self.m._stats["seconds"] += time.perf_counter() - t0
-        return logits + self.m.strength * log_p[:, :V].to(logits.device, logits.dtype)
-
-
-def _eos_ids(lm) -> list[int]:
-    ids = set()
-    for source in (lm.tokenizer.eos_token_id,
-                   getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source:
-            ids.update(source)
-    return sorted(ids) or [0]
+        # ids beyond the tokenizer (padded embedding rows) stay as they are
+        return logits + self.m.strength * fit_width(log_p, logits)

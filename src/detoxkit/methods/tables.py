@@ -22,12 +22,9 @@ from typing import Any
 
 import torch
 
-from .artefacts import artefact_name, dense_from_sparse, find_artefact, fit_width, load_table
+from ..artefacts import artefact_name, dense_from_sparse, existing_path, find_artefact, load_table
+from ..tokens import fit_width, vocab_width
 from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform
-
-
-def _vocab_width(tokenizer) -> int:
-    return max(tokenizer.get_vocab().values()) + 1
 
 
 class _AddBias(LogitsTransform):
@@ -55,10 +52,11 @@ class _TokenTableMethod(DetoxMethod):
 
     def table(self, tokenizer) -> torch.Tensor:
         """Dense [V] table for this tokenizer (0 where a token was never observed)."""
-        path = find_artefact(artefact_name(self.kind, tokenizer), self.train_cmd, self.path)
+        path = find_artefact(artefact_name(self.kind, tokenizer), train_hint=self.train_cmd,
+                             explicit=self.path)
         tensors, meta = load_table(path)
         self._meta = {"file": path.name, **{k: meta[k] for k in self.meta_keys if k in meta}}
-        return dense_from_sparse(tensors["ids"], tensors[self.value_key], _vocab_width(tokenizer))
+        return dense_from_sparse(tensors["ids"], tensors[self.value_key], vocab_width(tokenizer))
 
     def describe(self):
         out = super().describe()
@@ -117,13 +115,14 @@ class CFL(_TokenTableMethod):
         return {"strength": self.strength, "min_effect": self.min_effect, "path": self.path}
 
     def table_meta(self, tokenizer) -> dict[str, str]:
-        path = find_artefact(artefact_name(self.kind, tokenizer), self.train_cmd, self.path)
+        path = find_artefact(artefact_name(self.kind, tokenizer), train_hint=self.train_cmd,
+                             explicit=self.path)
         return load_table(path)[1]
 
     def guided_by(self):
         # the scorer whose output the effects were estimated on (the shipped tables: profanity-svm)
         if "scorer" not in self._meta and self.path:
-            self._meta.update({k: v for k, v in load_table(find_artefact("", "", self.path))[1].items()
+            self._meta.update({k: v for k, v in load_table(existing_path(self.path))[1].items()
                                if k == "scorer"})
         return [self._meta.get("scorer", "profanity-svm")]
 
@@ -143,7 +142,7 @@ class CFL(_TokenTableMethod):
 
 def token_effects(tokenizer, path: str | None = None, min_count: int = 1) -> dict[str, float]:
     """The CFL table as {token text: ATE} (for reports and attribution)."""
-    p = find_artefact(artefact_name(CFL.kind, tokenizer), CFL.train_cmd, path)
+    p = find_artefact(artefact_name(CFL.kind, tokenizer), train_hint=CFL.train_cmd, explicit=path)
     tensors, _ = load_table(p)
     ids, eff = tensors["ids"].tolist(), tensors["effects"].tolist()
     counts = tensors["counts"].tolist() if "counts" in tensors else [min_count] * len(ids)

@@ -31,8 +31,9 @@ from typing import Any, Callable
 
 import torch
 
+from ..artefacts import artefact_name, existing_path, find_artefact, load_table, save_table, tokenizer_fingerprint
 from ..errors import DetoxkitError
-from .artefacts import artefact_name, find_artefact, load_table, save_table, tokenizer_fingerprint
+from ..tokens import pad_to_width, vocab_width
 from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform, _Identity
 from .hmm import HMM
 
@@ -140,9 +141,7 @@ class TraceTables:
         """log_q: [V] dense per-token log-factor w(v) <= 0 of the classifier (0 = neutral);
         intercept: its b <= 0 (a constant per row: it never changes which token is drawn)."""
         V = hmm.vocab_size
-        log_q = log_q.double()[:V]
-        if log_q.shape[0] < V:
-            log_q = torch.cat([log_q, log_q.new_zeros(V - log_q.shape[0])])
+        log_q = pad_to_width(log_q.double(), V)
         self.hmm = hmm
         self.log_q = log_q
         self.intercept = float(intercept)
@@ -169,12 +168,9 @@ class TraceTables:
         """(emit_T, emit, A, pi, col [width], log_q [width]) on `device` for logits of `width`."""
         key = (str(device), width)
         if key not in self._fitted:
-            V = self.col.shape[0]
-            col = self.col[:width]
-            log_q = self.log_q[:width].float()
-            if width > V:  # logits wider than the tokenizer: neutral, rare emission
-                col = torch.cat([col, col.new_full((width - V,), self.hmm.ids.numel())])
-                log_q = torch.cat([log_q, log_q.new_zeros(width - V)])
+            # logits wider than the tokenizer: neutral, rare emission
+            col = pad_to_width(self.col, width, fill=self.hmm.ids.numel())
+            log_q = pad_to_width(self.log_q.float(), width)
             self._fitted[key] = tuple(t.to(device) for t in
                                       (self.emit_T, self.emit, self.A, self.pi, col, log_q))
         return self._fitted[key]
@@ -268,14 +264,16 @@ class Trace(DetoxMethod):
         if "guided_by" in self._meta:
             return list(self._meta["guided_by"])
         if self.classifier_path:
-            meta = load_table(find_artefact("", "", self.classifier_path))[1]
+            meta = load_table(existing_path(self.classifier_path))[1]
             return _json_list(meta.get("guided_by")) or [f"trace-classifier:{Path(self.classifier_path).name}"]
         return list(ATTRIBUTES[self.attribute][1])
 
     def _files(self, tokenizer) -> tuple[Path, Path]:
-        hmm = find_artefact(artefact_name("trace-hmm", tokenizer), HMM_TRAIN, self.hmm_path)
+        hmm = find_artefact(artefact_name("trace-hmm", tokenizer), train_hint=HMM_TRAIN,
+                            explicit=self.hmm_path)
         clf = find_artefact(artefact_name(f"trace-{self.attribute}", tokenizer),
-                            CLF_TRAIN.format(attribute=self.attribute), self.classifier_path)
+                            train_hint=CLF_TRAIN.format(attribute=self.attribute),
+                            explicit=self.classifier_path)
         return hmm, clf
 
     def tables(self, tokenizer) -> TraceTables:
@@ -291,7 +289,7 @@ class Trace(DetoxMethod):
                                         f"({m['tokenizer']}, this model's is {fp})")
             if "weights" not in tensors or "ids" not in tensors:
                 raise DetoxkitError(f"trace: {clf_path} is not a TRACE classifier (ids, weights)")
-            V = max(tokenizer.get_vocab().values()) + 1
+            V = vocab_width(tokenizer)
             if hmm.vocab_size < V:
                 raise DetoxkitError(f"trace: {hmm_path} covers {hmm.vocab_size} token ids, "
                                     f"the tokenizer has {V}")

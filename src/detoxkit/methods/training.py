@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..paths import cache_dir
-from .artefacts import artefact_name, save_table
+from ..artefacts import artefact_name, save_table
 
 log = logging.getLogger("detoxkit")
 WORD = re.compile(r"[a-z][a-z']*[a-z]|[a-z]")
@@ -225,9 +225,9 @@ def _batches(texts: list[str], labels: list[int], tokenizer, batch: int, max_len
 
 
 def _lower_hidden(model, first: int, ids, mask):
-    from .lora import positions_of
+    from ..tokens import position_ids
 
-    pos = positions_of(mask)
+    pos = position_ids(mask)
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True,
                     use_cache=False)

@@ -21,14 +21,13 @@ spell a word through other token splits (rare in practice for common words).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
+from ..artefacts import file_sha256, find_artefact, tokenizer_fingerprint
 from ..errors import DetoxkitError
-from ..paths import package_data
-from .artefacts import tokenizer_fingerprint
+from ..tokens import vocab_width
 from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform
 
 DEFAULT_LIST = "banned_words.txt"
@@ -43,10 +42,7 @@ def read_word_list(path: Path) -> list[str]:
 
 
 def default_list_path() -> Path:
-    from ..paths import cache_dir
-
-    cached = cache_dir("methods") / DEFAULT_LIST
-    return cached if cached.exists() else package_data("methods", DEFAULT_LIST)
+    return find_artefact(DEFAULT_LIST, train_hint="detoxkit train banlist")
 
 
 def variants(word: str, case: bool = True) -> list[tuple[str, bool]]:
@@ -79,7 +75,7 @@ class BanTable:
                     self.multi.setdefault(tuple(ids[:-1]), []).append((ids[-1], boundary))
         self.single_boundary -= self.single
         self.lengths = sorted({len(k) for k in self.multi})
-        vocab = max(tokenizer.get_vocab().values()) + 1
+        vocab = vocab_width(tokenizer)
         pieces = tokenizer.batch_decode([[i] for i in range(vocab)])
         # True where a token's text ends in a letter or digit (the next token continues a word)
         self.ends_word = torch.tensor([bool(p) and p[-1].isalnum() for p in pieces])
@@ -165,7 +161,7 @@ class WordBan(DetoxMethod):
 
     def settings(self):
         path = self._path()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else None
+        digest = file_sha256(path)[:12] if path.exists() else None
         return {"words": str(self.words_path) if self.words_path else "default",
                 "list_sha256": digest, "case": self.case}
 

@@ -75,31 +75,38 @@ class Scorer(ABC):
 _INSTANCES: dict[tuple, Scorer] = {}
 
 
-def parse_spec(name: str) -> tuple[str, dict]:
-    """(registry name, extra kwargs) of a scorer spec.
+def scorer_arguments(spec: str) -> tuple[str, dict]:
+    """(registry name, constructor settings) of a scorer spec (the grammar of detoxkit/specs.py).
 
-    A registered name is used as is. "PREFIX:ARG" where PREFIX is a registered scorer
-    (e.g. "hf:unitary/toxic-bert", "hf:/path/to/model", "detoxify:unbiased") passes ARG as
-    that scorer's `model` argument."""
+    A registered name is used as is; `hf:unitary/toxic-bert`, `hf:/path/to/model` or
+    `detoxify:unbiased` pass their argument as the scorer's `model`; `name:key=value,...`
+    passes settings, e.g. `hf:unitary/toxic-bert,labels=toxic:toxicity`."""
+    from ..registry import SCORERS
+    from ..specs import parse_spec
+
+    if spec in SCORERS:
+        return spec, {}
+    parsed = parse_spec(spec)
+    settings = dict(parsed.settings)
+    if parsed.arg is not None:
+        settings["model"] = parsed.arg
+    return parsed.name, settings
+
+
+def load_scorer(spec: str, device: str = "cpu", batch_size: int | None = None, **kwargs) -> Scorer:
+    """The scorer a spec names, built once per process and settings."""
+    from ..errors import DetoxkitError
     from ..registry import SCORERS
 
-    if name in SCORERS or ":" not in name:
-        return name, {}
-    prefix, _, arg = name.partition(":")
-    if prefix in SCORERS and arg:
-        return prefix, {"model": arg}
-    return name, {}
-
-
-def load_scorer(name: str, device: str = "cpu", batch_size: int | None = None, **kwargs) -> Scorer:
-    """The registered scorer `name` (or spec, see parse_spec), built once per process and settings."""
-    from ..registry import SCORERS
-
-    key = (name, device, batch_size, tuple(sorted(kwargs.items())))
+    key = (spec, device, batch_size, tuple(sorted(kwargs.items())))
     if key not in _INSTANCES:
-        reg_name, extra = parse_spec(name)
-        cls = SCORERS.load(reg_name)
+        name, settings = scorer_arguments(spec)
+        cls = SCORERS.load(name)
+        settings.update(kwargs)
         if batch_size:
-            extra["batch_size"] = batch_size
-        _INSTANCES[key] = cls(device=device, **extra, **kwargs)
+            settings["batch_size"] = batch_size
+        try:
+            _INSTANCES[key] = cls(device=device, **settings)
+        except TypeError as exc:
+            raise DetoxkitError(f"scorer '{spec}': bad settings {settings}: {exc}") from None
     return _INSTANCES[key]

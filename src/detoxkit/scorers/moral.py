@@ -46,9 +46,9 @@ LABELS = {"normative": 1, "non-normative": 0}
 def find_direction(explicit: str | None = None) -> Path:
     """The direction file: explicit path, else the cache (`detoxkit train moral` writes
     there), else the file shipped in data/moral/."""
-    from ..methods.artefacts import find_artefact
+    from ..artefacts import find_artefact
 
-    return find_artefact(DIRECTION_NAME, TRAIN_HINT, explicit, folder="moral")
+    return find_artefact(DIRECTION_NAME, train_hint=TRAIN_HINT, explicit=explicit, folder="moral")
 
 
 def read_direction(path: Path) -> tuple[dict, dict]:
