@@ -70,7 +70,7 @@ def train_moral(phrases: str | None = None, out: Path | None = None, *, template
                 limit: int | None = None, device: str = "cpu", command: str = "") -> dict:
     import torch
 
-    from ..methods.artefacts import save_table
+    from ..artefacts import save_table
     from ..paths import cache_dir, package_data
     from ..scorers.minilm import encoder_version
     from ..scorers.moral import (DIRECTION_NAME, ENCODER, FORMAT, PHRASES_NAME, TEMPLATES,
