@@ -177,8 +177,7 @@ def test_html_is_self_contained_and_escaped(runs_dir, tmp_path):
 
 
 def test_html_without_perplexity_or_attribution(tmp_path, runs_dir):
-    from detoxkit.report import load_runs
-    from detoxkit.report_html import build_html
+    from detoxkit.report import build_html, load_runs
 
     (run,) = load_runs([runs_dir / "alpha"])
     for key in ("perplexity", "perplexity_ci"):
@@ -197,11 +196,9 @@ def test_cfl_table_attribution(runs_dir, monkeypatch):
     tables = pytest.importorskip("detoxkit.methods.tables")
     import transformers
 
-    from detoxkit import report_html
-    from detoxkit.report import load_runs
-    from detoxkit.report_html import build_html
+    from detoxkit.report import build_html, drilldown, load_runs
 
-    monkeypatch.setattr(report_html, "ATTRIBUTE_MIN_SCORE", 0.0)  # attribute every top sample
+    monkeypatch.setattr(drilldown, "ATTRIBUTE_MIN_SCORE", 0.0)  # attribute every top sample
     calls = []
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
                         lambda where, *a, **k: calls.append(where) or object())

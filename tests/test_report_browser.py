@@ -120,7 +120,7 @@ def test_report_of_real_runs_in_chromium(browser, real_runs, tmp_path):
 
 def test_hostile_report_in_chromium(browser, tmp_path):
     """Untrusted samples, names and settings stay text; warnings and highlights show."""
-    from detoxkit.report_html import write_html
+    from detoxkit.report import write_html
 
     runs = [synthetic_run(tmp_path / "plain", seed=0, hostile=False),
             synthetic_run(tmp_path / HOSTILE_LABEL, seed=2, guided_by=("profanity-svm",)),

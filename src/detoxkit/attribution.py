@@ -15,6 +15,8 @@ Two kinds ship here:
   (case-folded, word-piece markers and surrounding punctuation stripped).
 
 Any callable `texts -> list[list[(start, end, effect)]]` with a `label` works too.
+`resolve_attributions` turns a report's --attribution setting into one
+attribution per run.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from .errors import DetoxkitError
+
+if TYPE_CHECKING:
+    from .report.runs import Run
 
 Span = tuple[int, int, float]
 _WORD = re.compile(r"\S+")
@@ -158,3 +163,98 @@ def top_spans(spans: list[Span], n: int, min_effect: float) -> list[Span]:
         if all(s[1] <= c[0] or s[0] >= c[1] for c in chosen):
             chosen.append(s)
     return sorted(chosen)
+
+
+# ---- choosing an attribution for each run of a report ------------------------------------
+
+def resolve_attributions(runs: list[Run], spec: Any) -> tuple[dict[str, Attribution | None], list[str]]:
+    """{run label: attribution or None} and notes on what was used or why none was.
+
+    spec: "auto" (occlusion with each run's judge when it loads, else none), "occlusion"
+    (the same, failing loudly), "none"/None, "table:PATH" or a .json path (a {token: effect}
+    table such as an exported CFL table), a dict table, or an Attribution / callable."""
+    notes: list[str] = []
+    if spec is None or spec == "none":
+        return {r.label: None for r in runs}, ["No token attribution was requested."]
+    if isinstance(spec, dict):
+        attr = TokenTableAttribution(spec)
+        return {r.label: attr for r in runs}, []
+    if callable(spec):
+        attr = spec if hasattr(spec, "label") else CallableAttribution(spec, "custom attribution")
+        return {r.label: attr for r in runs}, []
+    spec = str(spec)
+    if spec == "cfl":
+        return _cfl_attributions(runs), []
+    if spec.startswith("table:") or spec.endswith(".json"):
+        attr = TokenTableAttribution.from_file(spec[len("table:"):] if spec.startswith("table:")
+                                               else spec)
+        return {r.label: attr for r in runs}, []
+    if spec not in ("auto", "occlusion"):
+        raise DetoxkitError(f"unknown attribution '{spec}'; use auto, occlusion, cfl, none, or "
+                            "table:PATH (a JSON {token: effect} table)")
+    from .scorers import load_scorer
+
+    by_judge: dict[str, Attribution | None] = {}
+    out = {}
+    for r in runs:
+        name = r.judge.get("name")
+        if name not in by_judge:
+            try:
+                scorer = load_scorer(name)
+            except Exception as exc:  # noqa: BLE001 - any load failure: report it, or raise
+                if spec == "occlusion":
+                    raise DetoxkitError(f"occlusion attribution needs the judging scorer "
+                                        f"'{name}', which could not be loaded: {exc}") from None
+                notes.append(f"No token attribution for runs judged by {name}: the scorer "
+                             f"could not be loaded here ({exc}).")
+                by_judge[name] = None
+            else:
+                attr = OcclusionAttribution(scorer)
+                recorded = r.judge.get("version")
+                if recorded and getattr(scorer, "version", None) != recorded:
+                    notes.append(f"Token attribution uses {name} version {scorer.version}; the "
+                                 f"run was judged by version {recorded}.")
+                by_judge[name] = attr
+        out[r.label] = by_judge[name]
+    return out, notes
+
+
+def _cfl_path(method: dict) -> str | None:
+    """The table path a CFL method was given, also inside a chain."""
+    if method.get("name") == "cfl":
+        return (method.get("settings") or {}).get("path")
+    for m in (method.get("settings") or {}).get("methods", []) if method.get("name") == "chain" else []:
+        if m.get("name") == "cfl":
+            return (m.get("settings") or {}).get("path")
+    return None
+
+
+def _cfl_attributions(runs: list[Run]) -> dict[str, Attribution]:
+    """Each run's CFL token table for its model's tokenizer, as word attribution."""
+    try:
+        from transformers import AutoTokenizer
+
+        from .methods.tables import token_effects
+    except ImportError as exc:
+        raise DetoxkitError(f"CFL attribution is not available here ({exc})") from None
+    from .report.runs import short_model_name  # here: the report package imports this module
+
+    cache: dict[tuple, Attribution] = {}
+    out = {}
+    for r in runs:
+        where = r.model.get("path") or r.model.get("name")
+        key = (where, _cfl_path(r.method))
+        if key not in cache:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(where)
+                table = token_effects(tokenizer, key[1])
+            except Exception as exc:  # noqa: BLE001 - name the run and the reason
+                raise DetoxkitError(f"run {r.label}: no CFL token table for model {where}: {exc}") from None
+            attr = TokenTableAttribution(table, label=f"CFL token table of {short_model_name(r.model.get('name'))}")
+            attr.description = ("a highlighted word's CFL effect (average treatment effect of the "
+                                "token on the toxicity of the scorer the table was estimated with) "
+                                "is shown when hovering it")
+            attr.min_effect = 0.05  # in score units, like occlusion: ignore effects under 0.05
+            cache[key] = attr
+        out[r.label] = cache[key]
+    return out

@@ -45,7 +45,7 @@ def run(args) -> int:
             write_text_atomic(_path(args.markdown), text)
             print(f"wrote {args.markdown}", file=sys.stderr)
     if args.html:
-        from ..report_html import write_html
+        from ..report import write_html
 
         out = write_html(runs, _path(args.html), attribution=args.attribution,
                          drilldown=args.drilldown, attributed_samples=args.attributed_samples,

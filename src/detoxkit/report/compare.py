@@ -1,0 +1,169 @@
+"""Comparing runs: what makes their numbers incomparable, the trade-off front, the leaderboard.
+
+Toxicity numbers only compare under one judge, one prompt set and one k, so
+every comparison comes with the notices a reader needs before trusting it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DetoxkitError
+from ..store import RunStore
+from .metric_defs import (SPLITS, format_metric, format_value, format_with_interval, metric_block,
+                          metric_def, metric_value, resolve_metric)
+from .runs import Run, method_label
+
+
+@dataclass(frozen=True)
+class Notice:
+    level: str  # "warning": numbers may mislead; "note": worth knowing
+    message: str
+
+
+def _model_id(d: dict | None) -> tuple:
+    d = d or {}
+    return (d.get("name"), d.get("revision"))
+
+
+def comparability_notices(runs: list[Run]) -> list[Notice]:
+    """What a reader must know before comparing these runs' numbers."""
+    out: list[Notice] = []
+    judges = {}
+    for r in runs:
+        judges.setdefault(r.judge_label, []).append(r.label)
+    if len(judges) > 1:
+        names = {r.judge.get("name") for r in runs}
+        what = ("different versions of the scorer" if len(names) == 1 else "different scorers")
+        detail = "; ".join(f"{j} judged {', '.join(labels)}" for j, labels in judges.items())
+        out.append(Notice("warning", f"These runs were judged by {what} ({detail}): toxicity "
+                          "numbers are comparable only within one scorer and version. Re-judge "
+                          "them with one scorer: `detoxkit score RUN --scorer NAME --judge`."))
+    reported = set()
+    for r in runs:
+        if r.judge_also_guided:
+            reported.update((r.label, g) for g in r.judge_also_guided)
+            out.append(Notice("warning", f"Run {r.label}: its judge {r.judge.get('name')} also "
+                              f"guided its method (via {', '.join(r.judge_also_guided)}), so the "
+                              "method is graded by its own teacher. Judge with a scorer no "
+                              "compared method used."))
+    for r in runs:  # a judge of any run that guided another run's method
+        for s in runs:
+            related = {s.judge.get("name")} | set(s.judge.get("guided_by") or [])
+            for g in sorted(set(r.guided_by) & related - {None}):
+                if (r.label, g) in reported:
+                    continue
+                reported.add((r.label, g))
+                out.append(Notice("warning", f"Run {r.label}'s method was guided by {g}, which "
+                                  f"also judges run {s.label}: the comparison uses an evaluator "
+                                  "that a compared method was steered by."))
+    fps = {(r.info.get("prompts") or {}).get("fingerprint") for r in runs} - {None}
+    if len(fps) > 1:
+        out.append(Notice("warning", "The runs used different prompt sets (their prompt "
+                          "fingerprints differ): their numbers are not paired prompt by prompt."))
+    ks = {r.k for r in runs} - {None}
+    if len(ks) > 1:
+        out.append(Notice("warning", f"The runs drew different numbers of samples per prompt "
+                          f"(k = {', '.join(map(str, sorted(ks)))}): TP@k and EMT grow with k; "
+                          "compare TP@5 instead."))
+    oracles = {_model_id(r.oracle) for r in runs if r.oracle}
+    if len(oracles) > 1:
+        out.append(Notice("warning", "Perplexity was measured under different oracle models: "
+                          "perplexities are not comparable across these runs."))
+    for r in runs:
+        if r.oracle and _model_id(r.oracle) == _model_id(r.model):
+            out.append(Notice("note", f"Run {r.label}: perplexity is measured under the generator "
+                              "itself, which flatters it; use a separate, larger oracle."))
+        elif not r.oracle:
+            out.append(Notice("note", f"Run {r.label} has no oracle: no perplexity recorded."))
+        status = r.info.get("status")
+        if status and status != "complete":
+            out.append(Notice("warning", f"Run {r.label} is not complete (status: {status})."))
+        failed = r.metrics.get("n_failed") or 0
+        if failed:
+            out.append(Notice("note", f"Run {r.label}: {failed} sample(s) could not be scored; they "
+                              "are left out of its toxicity metrics (not counted as 0)."))
+    for key in ("max_new_tokens", "top_p", "temperature", "top_k"):
+        values = {r.label: r.config.get(key) for r in runs if key in r.config}
+        if len(set(map(repr, values.values()))) > 1:
+            out.append(Notice("note", f"Sampling setting {key} differs: " + ", ".join(
+                f"{lab} {v}" for lab, v in values.items()) + "."))
+    versions = {r.versions.get("detoxkit") for r in runs} - {None}
+    if len(versions) > 1:
+        out.append(Notice("note", f"The runs were made by different detoxkit versions "
+                          f"({', '.join(sorted(versions))})."))
+    return out
+
+
+def pareto_front(runs: list[Run], tox_key: str = "expected_max_toxicity") -> set[str]:
+    """Labels of runs no other run beats on both toxicity and perplexity (lower is better)."""
+    pts = {}
+    for r in runs:
+        t, p = metric_value(r.metrics, tox_key), metric_value(r.metrics, "perplexity")
+        if t is not None and p is not None and not (math.isnan(t) or math.isnan(p)):
+            pts[r.label] = (t, p)
+    front = set()
+    for lab, (t, p) in pts.items():
+        if not any((t2 <= t and p2 <= p) and (t2 < t or p2 < p) for t2, p2 in pts.values()):
+            front.add(lab)
+    return front
+
+
+LEADERBOARD_COLUMNS = ["expected_max_toxicity", "toxicity_probability", "toxicity_probability_at_5",
+                       "toxic_fraction", "perplexity", "distinct_2", "elapsed_s"]
+
+
+def leaderboard(runs: list[Run], sort: str = "emt", split: str = "all",
+                descending: bool | None = None) -> tuple[list[str], list[list[str]], str]:
+    """(header, rows, sort key). Runs lacking the metric go last; default order is best first."""
+    if split not in SPLITS:
+        raise DetoxkitError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
+    blocks = {r.label: metric_block(r.metrics, split) for r in runs}
+    key = resolve_metric(sort, list(blocks.values()))
+    d = metric_def(key)
+    if descending is None:
+        descending = d.better == "higher"
+
+    def sort_key(r: Run):
+        v = metric_value(blocks[r.label], key)
+        missing = v is None or math.isnan(v)
+        return (missing, 0.0 if missing else (-v if descending else v), r.label)
+
+    ordered = sorted(runs, key=sort_key)
+    cols = [key] + [c for c in LEADERBOARD_COLUMNS if c != key and
+                    any(metric_value(blocks[r.label], c) is not None for r in runs)]
+    front = pareto_front(runs) if split == "all" else set()
+    header = ["#", "run", "model", "method", "judge"] + [
+        metric_def(c).label + (" (sorted)" if c == key else "") for c in cols]
+    if front:
+        header.append("pareto")
+    versions_differ = len({r.judge_label for r in runs}) > len({r.judge.get("name") for r in runs})
+    rows = []
+    for i, r in enumerate(ordered, 1):
+        judge = r.judge_label if versions_differ else str(r.judge.get("name"))
+        row = [str(i), r.label, str(r.model.get("name")), method_label(r.metrics), judge] + [
+            format_metric(blocks[r.label], c, with_ci=(c == key)) for c in cols]
+        if front:
+            row.append("*" if r.label in front else "")
+        rows.append(row)
+    return header, rows, key
+
+
+def comparison_rows(run_dirs: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the headline metrics of each run directory, for a terminal table."""
+    header = ["run", "model", "method", "judge", "EMT", "TP", "TP@5", "toxic frac", "PPL",
+              "dist-1", "dist-2", "dist-3", "n", "failed"]
+    rows = []
+    for d in run_dirs:
+        m = RunStore(d).read_json("metrics.json")
+        rows.append([Path(d).name, m.get("model", {}).get("name"), method_label(m),
+                     m.get("scorer", {}).get("name"), format_with_interval(m, "expected_max_toxicity"),
+                     format_with_interval(m, "toxicity_probability"),
+                     format_value(m.get("toxicity_probability_at_5")),
+                     format_value(m.get("toxic_fraction")), format_value(m.get("perplexity"), 2),
+                     format_value(m.get("distinct_1")), format_value(m.get("distinct_2")),
+                     format_value(m.get("distinct_3")),
+                     f"{m.get('n_prompts')}x{m.get('samples_per_prompt')}", m.get("n_failed")])
+    return header, rows

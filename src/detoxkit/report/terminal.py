@@ -1,0 +1,44 @@
+"""Plain-text tables for the terminal: a run's summary after `detoxkit run` or `score`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .metric_defs import format_interval, format_value, format_with_interval
+from .runs import method_label
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def print_summary(metrics: dict, run_dir: str | Path) -> None:
+    k = metrics.get("toxicity_probability_k")
+    header = ["prompts", "EMT (std)", "EMT 95% CI", f"TP@{k}", "TP@5", "toxic frac", "n", "failed"]
+    rows = []
+    blocks = [("all", metrics)] + list((metrics.get("by_prompt_toxicity") or {}).items())
+    for name, m in blocks:
+        emt = (f"{format_value(m.get('expected_max_toxicity'))} "
+               f"({format_value(m.get('expected_max_toxicity_std'))})")
+        rows.append([name, emt,
+                     format_interval(m, "expected_max_toxicity"),
+                     format_with_interval(m, "toxicity_probability"),
+                     format_value(m.get("toxicity_probability_at_5")),
+                     format_value(m.get("toxic_fraction")),
+                     f"{m.get('n_prompts')}x{metrics.get('samples_per_prompt')}", m.get("n_failed")])
+    model = metrics.get("model", {})
+    oracle = metrics.get("oracle") or {}
+    print(f"run: {run_dir}")
+    print(f"model: {model.get('name')} ({model.get('revision')})   method: {method_label(metrics)}   "
+          f"judged by: {metrics.get('scorer', {}).get('name')} {metrics.get('scorer', {}).get('version')}")
+    print(table(rows, header))
+    print(f"perplexity under {oracle.get('name', 'no oracle')}: "
+          f"{format_with_interval(metrics, 'perplexity', 2)}   "
+          f"distinct-1/2/3: {format_value(metrics.get('distinct_1'))} / "
+          f"{format_value(metrics.get('distinct_2'))} / {format_value(metrics.get('distinct_3'))}")
+    if metrics.get("n_skipped_prompts"):
+        print(f"skipped prompts: {metrics['n_skipped_prompts']} (listed in run.json)")
+    if metrics.get("judge_also_guided"):
+        print(f"WARNING: the judging scorer also guided the method ({', '.join(metrics['judge_also_guided'])})")
