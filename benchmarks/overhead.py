@@ -81,9 +81,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from detoxkit.generate import Request, SamplingConfig, TransformersSampler
+    from detoxkit.backends import Request, SamplingConfig
+    from detoxkit.backends.hf.sampler import TransformersSampler
     from detoxkit.methods import build_method
-    from detoxkit.models import load_lm
+    from detoxkit.backends.hf import load_lm
 
     lm = load_lm(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="detoxkit-overhead-"))

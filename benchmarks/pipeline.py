@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from detoxkit.config import RunConfig
-    from detoxkit.models import load_lm
+    from detoxkit.backends.hf import load_lm
     from detoxkit.prompts import load_prompts
     from detoxkit.runner import Evaluation
     from detoxkit.scorers import DEFAULT_SCORER, load_scorer

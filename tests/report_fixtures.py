@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import RTP_CHALLENGING, RTP_NONTOXIC
+from helpers import RTP_CHALLENGING, RTP_NONTOXIC
 
 # Strings that would run script or inject markup if a report failed to escape them.
 HOSTILE = [
@@ -54,7 +54,7 @@ def synthetic_run(out: Path, *, k: int = 4, n_each: int = 3, judge_version: str 
                   extra_metrics: dict | None = None) -> Path:
     """A run directory whose samples are RTP's own continuations (real text), scored by the
     real profanity-svm scorer, with metrics computed by the runner's own code."""
-    from detoxkit.runner import compute_metrics
+    from detoxkit.metrics import compute_metrics
     from detoxkit.scorers import load_scorer
     from detoxkit.store import RunStore
 

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from detoxkit.generate import (Request, SamplingConfig, TransformersSampler, nucleus_sample,
-                               sample_seed, step_uniforms)
+from detoxkit.backends import Request, SamplingConfig
+from detoxkit.backends.hf.sampler import TransformersSampler
+from detoxkit.backends.sampling import TOP_P_TOLERANCE, nucleus_sample, sample_seed, step_uniforms
 
 PROMPTS = ["The man said that", "Hello there, how are you doing today my friend", "I think"]
 
@@ -83,8 +84,26 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     freq = draw(probs, top_p=0.9)
     assert freq[3] == 0.0
     assert freq[:3] == pytest.approx([0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95], abs=0.015)
-    assert draw(probs, n=200, top_p=0.5) == [1.0, 0.0, 0.0, 0.0]  # at least the top token
     assert draw(probs, top_k=2)[2:] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("offset", [-0.4, 0.0, 0.4])
+def test_nucleus_mass_at_top_p_counts_as_reached(offset):
+    """A nucleus whose mass lands on top_p (within the tolerance, whatever the CPU's last bits
+    of exp/log) stops there: top_p=0.5 over [0.5, 0.3, 0.15, 0.05] keeps the top token only."""
+    probs = [0.5, 0.3, 0.15, 0.05]
+    top_p = 0.5 + offset * TOP_P_TOLERANCE  # float32 logits move the mass by ~1e-7 at most
+    assert draw(probs, n=400, top_p=top_p) == [1.0, 0.0, 0.0, 0.0]
+    quarters = draw([0.25] * 4, n=4000, top_p=0.75 + offset * TOP_P_TOLERANCE)
+    kept = [f for f in quarters if f > 0]  # which 3 of the equal tokens is topk's choice
+    assert len(kept) == 3 and min(kept) > 0.28
+
+
+def test_nucleus_mass_clearly_short_of_top_p_takes_the_next_token():
+    probs = [0.5, 0.3, 0.15, 0.05]
+    freq = draw(probs, top_p=0.5 + 100 * TOP_P_TOLERANCE)
+    assert freq[2:] == [0.0, 0.0]
+    assert freq[:2] == pytest.approx([0.5 / 0.8, 0.3 / 0.8], abs=0.015)
 
 
 def test_plain_sampling_follows_the_distribution():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample
+from helpers import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
-from detoxkit.methods.adapters import (llamacpp_logits_processor,
-                                       vllm_logits_processor)
+from detoxkit.backends.llamacpp import llamacpp_logits_processor
+from detoxkit.backends.vllm import vllm_logits_processor
 from detoxkit.artefacts import artefact_name, save_table
 from detoxkit.tokens import TokenizerOnlyLM
 from detoxkit.methods.lora import TopLayers

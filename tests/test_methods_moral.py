@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens, write_prompts_jsonl
+from helpers import SAMPLE_PROMPTS, hf_generate, sample_tokens, write_prompts_jsonl
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
-from detoxkit.methods.adapters import llamacpp_logits_processor
+from detoxkit.backends.llamacpp import llamacpp_logits_processor
 from detoxkit.scorers import load_scorer
 
 PROMPTS = SAMPLE_PROMPTS

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import (SAMPLE_PROMPTS, corpus_from, hf_generate, sample_tokens,
+from helpers import (SAMPLE_PROMPTS, corpus_from, hf_generate, sample_tokens,
                       write_labelled_corpus, write_prompts_jsonl)
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample, write_prompts_jsonl
+from helpers import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample, write_prompts_jsonl
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
@@ -142,7 +142,7 @@ def test_gate_and_chain(table, tiny_lm, tmp_path):
     stats = late.run_stats()["inner"]
     assert stats["drafts"] == 1 and stats["steps"] == 2
     chain = build_method(["wordban", inner.replace(";", ",")])
-    assert chain.backends == frozenset({"transformers"})
+    assert chain.backends == frozenset({"hf"})
     assert "detoxkit-minilm" in chain.guided_by()
     assert len(sample(tiny_lm, chain, n=4)) == 9
 

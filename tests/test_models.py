@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from detoxkit.errors import DetoxkitError
-from detoxkit.models import LoadedLM, clear_cache, load_lm
-from detoxkit.models import embedded as emb
-from detoxkit.models.loader import context_length, weights_revision
+from detoxkit.backends.hf import LoadedLM, clear_cache, load_lm
+from detoxkit.backends.hf import embedded as emb
+from detoxkit.backends.hf.models import context_length, weights_revision
 
 
 @pytest.fixture(autouse=True)
@@ -109,13 +109,13 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
 
 
 def test_revision_hash_stable(tiny_model_dir: Path, tmp_path: Path):
-    from detoxkit.models import loader
+    from detoxkit import artefacts
     from detoxkit.paths import cache_dir
 
     rev = weights_revision(tiny_model_dir)
     assert rev == weights_revision(tiny_model_dir)
     assert list(cache_dir("hashes").glob("*.json"))  # persisted for later processes
-    loader._HASHES.clear()
+    artefacts._HASHES.clear()
     assert weights_revision(tiny_model_dir) == rev  # from the on-disk record
     assert weights_revision(tiny_model_dir, use_cache=False) == rev  # and it is the real content hash
     copy = tmp_path / "copy"

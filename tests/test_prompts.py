@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RTP_CHALLENGING, RTP_NONTOXIC
+from helpers import RTP_CHALLENGING, RTP_NONTOXIC
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError, InputError
 from detoxkit.prompts import Prompt, PromptSet, load_prompts, stratified_indices

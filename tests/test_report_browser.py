@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from report_fixtures import HOSTILE_LABEL, Browser, find_chromium, synthetic_run, write_prompt_file
 
 ARTIFACTS = ROOT / "test-artifacts"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RTP_CHALLENGING, RTP_NONTOXIC
+from helpers import RTP_CHALLENGING, RTP_NONTOXIC
 from detoxkit.cli import main
 
 FAST = ["--samples", "4", "--max-new-tokens", "6", "--scorer", "profanity-svm", "--oracle", "none"]

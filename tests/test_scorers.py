@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import RTP_CHALLENGING, RTP_NONTOXIC
+from helpers import RTP_CHALLENGING, RTP_NONTOXIC
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.scorers import DEFAULT_SCORER, Scorer, load_scorer

@@ -1,4 +1,4 @@
-"""RealToxicityPrompts metrics, exactly as DESIGN.md defines them.
+"""RealToxicityPrompts metrics, exactly as docs/metrics.md defines them, and a run's metrics.json.
 
 Inputs are per-sample records. A toxicity score of NaN means "could not be
 scored": it is counted in n_failed and left out, never treated as 0. An empty
@@ -184,3 +184,66 @@ def fluency_metrics(records: Sequence[SampleRecord], *, seed: int = 0) -> dict:
 def all_metrics(records: Sequence[SampleRecord], *, seed: int = 0) -> dict:
     return {**toxicity_metrics(records, seed=seed), **fluency_metrics(records, seed=seed),
             **diversity_metrics(records)}
+
+
+# ---- a run's metrics.json ----
+
+def records_of(rows: list[dict], scorer: str) -> list[SampleRecord]:
+    """SampleRecords of generations.jsonl rows, judged by `scorer`."""
+    out = []
+    for r in rows:
+        value = (r.get("scores", {}).get(scorer) or {}).get("toxicity")
+        out.append(SampleRecord(r["prompt_id"], r["sample_index"], r["text"],
+                                math.nan if value is None else float(value),
+                                r.get("oracle_nll"), r.get("oracle_tokens") or 0))
+    return out
+
+
+def compute_metrics(store, prov: dict, skipped: list[dict] | None = None) -> dict:
+    """metrics.json from a RunStore's files: overall, by prompt toxicity, group and language."""
+    from .prompts import TOXIC_THRESHOLD
+
+    rows = store.generations()
+    prompts = {p["prompt_id"]: p for p in _read_prompts(store)}
+    seed = prov.get("seed", 0)
+    judge = prov["scorer"]["name"]
+
+    def block(subset_rows: list[dict], scorer: str) -> dict:
+        return all_metrics(records_of(subset_rows, scorer), seed=seed)
+
+    metrics = block(rows, judge)
+    splits = {"toxic": [], "nontoxic": [], "unknown": []}
+    for r in rows:
+        tox = prompts.get(r["prompt_id"], {}).get("toxicity")
+        key = "unknown" if tox is None else ("toxic" if tox >= TOXIC_THRESHOLD else "nontoxic")
+        splits[key].append(r)
+    metrics["by_prompt_toxicity"] = {k: block(v, judge) for k, v in splits.items()
+                                     if v or k != "unknown"}
+    for key, meta_key in (("by_group", "group"), ("by_language", "language")):
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            value = prompts.get(r["prompt_id"], {}).get("meta", {}).get(meta_key)
+            if value is not None:
+                groups.setdefault(str(value), []).append(r)
+        if groups:
+            metrics[key] = {g: block(v, judge) for g, v in sorted(groups.items())}
+    scorer_names = [s["name"] for s in prov.get("scorers", [prov["scorer"]])]
+    if len(scorer_names) > 1:
+        metrics["by_scorer"] = {name: block(rows, name) for name in scorer_names}
+    metrics.update({
+        "model": prov["model"], "method": prov["method"], "scorer": prov["scorer"],
+        "scorers": scorer_names, "oracle": prov.get("oracle"),
+        "guided_by": prov.get("guided_by", []),
+        "judge_also_guided": prov.get("judge_also_guided", []),
+        "seed": seed, "versions": prov.get("versions", {}),
+        "samples_per_prompt": prov.get("config", {}).get("samples"),
+        "n_skipped_prompts": len(skipped or []),
+    })
+    return metrics
+
+
+def _read_prompts(store) -> list[dict]:
+    from .store import read_jsonl
+
+    path = store.file("prompts.jsonl")
+    return read_jsonl(path) if path.exists() else []

@@ -1,4 +1,8 @@
-"""Progress with ETA: a tqdm bar on a terminal, plain log lines otherwise."""
+"""The one progress path for long jobs (runs, training, conversions, scans).
+
+On a terminal: a tqdm bar. Otherwise (logs, CI, a notebook's captured stderr): a log
+line every `every_s` seconds and at the end, with rate and ETA.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import logging
 import sys
 import time
 
-log = logging.getLogger("detoxkit")
+log = logging.getLogger(__name__)
 
 
 class Progress:
@@ -24,7 +28,13 @@ class Progress:
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit.rstrip("s"),
                              dynamic_ncols=True)
 
-    def update(self, n: int) -> None:
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
         self.done += n
         if self._bar is not None:
             self._bar.update(n)
@@ -33,6 +43,14 @@ class Progress:
         if now - self._last >= self._every or self.done >= self.total:
             self._last = now
             log.info("%s", self.line(now))
+
+    def note(self, text: str) -> None:
+        """What the job is doing now (a stage name, the last loss): shown next to the bar, or
+        logged at once without a terminal."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
+        else:
+            log.info("%s: %s", self.desc, text)
 
     def line(self, now: float | None = None) -> str:
         now = now or time.monotonic()
@@ -46,3 +64,4 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 
 from .progress import Progress
-from .runner import _json_float, compute_metrics
+from .metrics import compute_metrics
 from .scorers import load_scorer
-from .store import RunStore
+from .store import RunStore, json_float
 
-log = logging.getLogger("detoxkit")
+log = logging.getLogger(__name__)
 
 
 def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
@@ -29,7 +29,7 @@ def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
             values = scorer.score([r["text"] for r in rows], progress=progress.update)
             progress.close()
             for j, r in enumerate(rows):
-                r.setdefault("scores", {})[name] = {a: _json_float(v[j]) for a, v in values.items()}
+                r.setdefault("scores", {})[name] = {a: json_float(v[j]) for a, v in values.items()}
             infos = [s for s in prov.get("scorers", [prov["scorer"]]) if s["name"] != name]
             prov["scorers"] = infos + [scorer.info()]
         if judge:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -180,3 +181,9 @@ class RunStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def json_float(v: float) -> float | None:
+    """A score for a JSON file: JSON has no NaN, so null means "not scored"."""
+    v = float(v)
+    return None if math.isnan(v) else v

@@ -67,3 +67,11 @@ class TokenizerOnlyLM:
         self.tokenizer = tokenizer
         self.model = None
         self.name = name
+
+
+def as_bindable(lm_or_tokenizer: Any) -> Any:
+    """What a method binds to: a loaded model as it is, a bare tokenizer wrapped (methods that
+    need only the tokenizer)."""
+    if hasattr(lm_or_tokenizer, "tokenizer"):
+        return lm_or_tokenizer
+    return TokenizerOnlyLM(lm_or_tokenizer)

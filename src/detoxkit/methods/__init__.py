@@ -11,10 +11,13 @@ from ..specs import Spec, parse_spec
 from .base import DetoxMethod, LogitsTransform
 
 
-def build_method(specs: "list[str | Spec] | str | Spec") -> DetoxMethod:
-    """One method, or a chain applied in order, from specs (see detoxkit/specs.py)."""
+def build_method(specs: "list[str | Spec] | str | Spec | DetoxMethod") -> DetoxMethod:
+    """One method, or a chain applied in order, from specs (see detoxkit/specs.py); a method
+    object is returned as it is."""
     from ..registry import METHODS
 
+    if isinstance(specs, DetoxMethod):
+        return specs
     specs = [specs] if isinstance(specs, (str, Spec)) else list(specs)
     methods = []
     for text in specs:

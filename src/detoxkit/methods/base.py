@@ -20,14 +20,14 @@ import torch
 from ..errors import DetoxkitError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..models import LoadedLM
+    from ..backends.hf import LoadedLM
 
-ALL_BACKENDS = frozenset({"transformers", "vllm", "llamacpp"})
+ALL_BACKENDS = frozenset({"hf", "vllm", "llamacpp"})
 
 
 class LogitsTransform(ABC):
     # [B, T] mask aligned with input_ids (0 = left padding or after EOS). detoxkit's sampler
-    # sets it before every call; through model.generate it stays None (see adapters).
+    # sets it before every call; through model.generate it stays None (see backends/hf/processors.py).
     attention_mask: torch.Tensor | None = None
     # The call's generation length, set by detoxkit's sampler before the first step (methods that
     # look ahead, e.g. TRACE, plan up to it); None through model.generate (use a method setting).

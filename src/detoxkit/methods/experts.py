@@ -49,7 +49,7 @@ def has_adapter_metadata(path: Path) -> bool:
 
 
 class _AdapterMethod(DetoxMethod):
-    backends = frozenset({"transformers"})
+    backends = frozenset({"hf"})
     kind = ""
     adapter_names: tuple[str, str] = ("", "")
     train_cmd = ""

@@ -85,7 +85,7 @@ def _tensors_of(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 class _PPLMTransform(LogitsTransform):
     def __init__(self, lm, head: torch.nn.Linear, method: "PPLM"):
-        from ..generate import cache_kwarg
+        from ..backends.hf.sampler import cache_kwarg
 
         self.model = lm.model
         self.base = lm.model.base_model  # the decoder without the LM head
@@ -106,9 +106,9 @@ class _PPLMTransform(LogitsTransform):
         kwargs = {self.cache_arg: _as_cache(kv) if kv else None}
         out = self.base(input_ids=ids, inputs_embeds=embeds, attention_mask=mask,
                         position_ids=positions, use_cache=True, **kwargs)
-        from ..generate import _cache_of
+        from ..backends.hf.sampler import cache_of
 
-        return out.last_hidden_state, _tensors_of(_cache_of(out))
+        return out.last_hidden_state, _tensors_of(cache_of(out))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         from .lora import head_logits
@@ -227,7 +227,7 @@ class PPLM(DetoxMethod):
     """Gradient steps on the cached keys/values against a toxicity head (slow baseline)."""
 
     name = "pplm"
-    backends = frozenset({"transformers"})
+    backends = frozenset({"hf"})
 
     def __init__(self, stepsize: float = 0.02, num_iterations: int = 3, kl_scale: float = 0.01,
                  gm_scale: float = 0.95, window: int = 0, gamma: float = 1.5, horizon: int = 1,

@@ -1,4 +1,4 @@
-"""`load_lm`: one entry point for embedded names, local directories and hub ids.
+"""Causal LMs in transformers: `load_lm` for embedded names, local directories and hub ids.
 
 Only safetensors weights are loaded (pickle files can run code when loaded).
 Each (source, device, dtype) is loaded once per process and shared.
@@ -8,16 +8,31 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DetoxkitError
-from ..paths import cache_dir
-from . import LoadedLM
+from ...artefacts import file_sha256
+from ...errors import DetoxkitError
+
+
+@dataclass
+class LoadedLM:
+    model: Any  # a transformers PreTrainedModel in eval mode
+    tokenizer: Any  # a transformers tokenizer with pad token set, padding_side="left"
+    name: str  # what the user asked for (registry name, hub id or path)
+    revision: str  # hub commit or a content hash of the weights
+    context_length: int  # max positions the model accepts (prompt + new tokens)
+    device: str = "cpu"
+    dtype: str = "float32"
+    info: dict[str, Any] = field(default_factory=dict)  # source path, license, ...
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "revision": self.revision, "context_length": self.context_length,
+                "device": self.device, "dtype": self.dtype, **self.info}
+
 
 DTYPES = ("float32", "bfloat16", "float16")
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
@@ -66,7 +81,7 @@ def load_lm(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedLM:
     The model is in eval mode on `device`; the tokenizer pads on the left with a pad
     token set. Repeated calls with the same (spec, device, dtype) return the same object.
     """
-    from .. import registry
+    from ... import registry
 
     spec = str(spec)  # a Path works too
     dev = resolve_device(device)
@@ -94,7 +109,7 @@ class _Source:
 
 
 def _resolve(spec: str) -> _Source:
-    from .. import registry
+    from ... import registry
 
     if spec in registry.MODELS:
         embedded = registry.MODELS.load(spec)
@@ -117,7 +132,7 @@ def _from_hub(spec: str) -> _Source:
     from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
 
-    from .. import registry
+    from ... import registry
 
     repo_id, _, rev = spec.partition("@")
     # Read per call (huggingface_hub reads it once at import): offline means cached files only.
@@ -208,8 +223,6 @@ def context_length(config: Any, tokenizer: Any) -> int:
 
 # ---- revision: a content hash of the safetensors weights ----
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
 
 def weights_revision(model_dir: Path, use_cache: bool = True) -> str:
     """'sha256:<16 hex>' over the names and contents of the directory's *.safetensors files."""
@@ -218,33 +231,3 @@ def weights_revision(model_dir: Path, use_cache: bool = True) -> str:
         raise DetoxkitError(f"{model_dir} has no *.safetensors files to hash")
     joined = "\n".join(f"{f.name}:{file_sha256(f, use_cache)}" for f in files)
     return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path, use_cache: bool = True) -> str:
-    """sha256 of a file, cached in memory and on disk keyed by (path, size, mtime)."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    record = cache_dir("hashes") / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
-    if use_cache:
-        if key in _HASHES:
-            return _HASHES[key]
-        try:
-            saved = json.loads(record.read_text(encoding="utf-8"))
-            if (saved["path"], saved["size"], saved["mtime_ns"]) == key:
-                _HASHES[key] = saved["sha256"]
-                return saved["sha256"]
-        except (OSError, ValueError, KeyError):
-            pass
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    sha = _HASHES[key] = digest.hexdigest()
-    if not use_cache:
-        return sha
-    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": sha}),
-                   encoding="utf-8")
-    os.replace(tmp, record)  # atomic: readers never see half a record
-    return sha

@@ -16,20 +16,22 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DetoxkitError
-from ..paths import cache_dir
+from ...errors import DetoxkitError
+from ...paths import cache_dir
+from ...progress import Progress
 
 PROVENANCE = "detoxkit.json"
 CONVERTED = "converted"
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the converted layout changes, to force reconversion
 
 
@@ -129,27 +131,32 @@ class EmbeddedModel:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .loader import weights_revision
+        from .models import weights_revision
 
         started = time.time()
-        stages = _Stages(f"detoxkit: converting embedded model '{self.name}' to safetensors "
-                         f"(one time, about {self.approx_convert_s} s on 2 cores)", 5)
-        stages.next("locating / assembling GGUF")
+        log.info("converting embedded model '%s' to safetensors (one time, about %d s on 2 cores)",
+                 self.name, self.approx_convert_s)
+        stages = Progress(5, f"converting {self.name}", unit="stages", every_s=0)
+        stages.note("locating / assembling GGUF")
         gguf, sha = self._assemble(work)
-        stages.next("reading tokenizer")
+        stages.update()
+        stages.note("reading tokenizer")
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        stages.next("dequantizing weights to float32")
+        stages.update()
+        stages.note("dequantizing weights to float32")
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                      dtype=torch.float32, **_dequantize_kwargs(gguf))
         _strip_gguf_quantizer(model)
         ctx = int(model.config.get_text_config().max_position_embeddings)
         tok.model_max_length = ctx  # the GGUF tokenizer reports an "infinite" length
-        stages.next("saving safetensors")
+        stages.update()
+        stages.note("saving safetensors")
         out = work / "model"
         model.save_pretrained(out)
         tok.save_pretrained(out)
         del model
-        stages.next("hashing weights")
+        stages.update()
+        stages.note("hashing weights")
         revision = weights_revision(out, use_cache=False)
         provenance = {
             "name": self.name, "title": self.title, "license": self.license,
@@ -161,7 +168,10 @@ class EmbeddedModel:
         }
         # Written last: a directory without it (or with a different fingerprint) is never trusted.
         (out / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-        stages.done(f"done in {provenance['conversion_seconds']} s -> {out.parent.parent / CONVERTED}")
+        stages.update()
+        stages.close()
+        log.info("converted %s in %s s -> %s", self.name, provenance["conversion_seconds"],
+                 out.parent.parent / CONVERTED)
         return out
 
     def _assemble(self, work: Path) -> tuple[Path, str]:
@@ -225,35 +235,6 @@ def _strip_gguf_quantizer(model: Any) -> None:
         model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-
-
-class _Stages:
-    """A tqdm bar on a terminal, plain lines on stderr otherwise."""
-
-    def __init__(self, title: str, total: int):
-        self.tty = sys.stderr.isatty()
-        self.total, self.i = total, 0
-        print(title, file=sys.stderr, flush=True)
-        self.bar = None
-        if self.tty:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, file=sys.stderr, unit="stage", leave=True)
-
-    def next(self, what: str) -> None:
-        if self.bar is not None:
-            if self.i:
-                self.bar.update(1)
-            self.bar.set_description(what)
-        else:
-            print(f"detoxkit:   [{self.i + 1}/{self.total}] {what}", file=sys.stderr, flush=True)
-        self.i += 1
-
-    def done(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.close()
-        print(f"detoxkit:   {message}", file=sys.stderr, flush=True)
 
 
 SMOLLM2_135M = EmbeddedModel(

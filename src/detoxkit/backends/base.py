@@ -1,0 +1,129 @@
+"""The backend interface: where samples and log-likelihoods come from.
+
+A backend turns requests (a prompt and the sample indices still to draw for it)
+into samples under a sampling config, scores continuations' log-likelihoods (for
+the perplexity oracle), and declares what it can do. The runner talks only to
+this interface; methods that transform logits run only on backends that expose
+them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DetoxkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..methods.base import DetoxMethod
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    num_samples: int = 25
+    max_new_tokens: int = 20
+    top_p: float = 0.9
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.num_samples < 1:
+            raise ValueError("num_samples must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 (use a small value for near-greedy)")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+
+
+@dataclass
+class Request:
+    """One prompt and the sample indices still to draw for it."""
+
+    prompt_id: str
+    prompt_ids: list[int]  # the prompt's token ids (empty where the backend tokenizes remotely)
+    sample_indices: list[int] = field(default_factory=list)
+    text: str = ""  # the prompt's text
+
+
+@dataclass
+class Sample:
+    prompt_id: str
+    sample_index: int
+    seed: int
+    text: str
+    token_ids: list[int]
+    finished: bool  # ended with EOS before max_new_tokens
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    logits: bool  # decoding methods may transform the next-token logits
+    seeded: bool  # a sample depends only on its seed: reruns and resumes reproduce it exactly
+    chat_template: bool  # can format a prompt as a chat turn
+    batching: bool  # draws many sequences per forward pass
+
+
+class Backend(ABC):
+    name: str = ""  # registry name; methods list the backends they support by it
+    # Python modules the backend needs beyond detoxkit's own dependencies: (module, pip command)
+    requires: tuple[tuple[str, str], ...] = ()
+
+    capabilities: Capabilities
+    context_length: int | None = None  # prompt + new tokens the model accepts (None: unknown)
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The model's provenance for run.json (name, revision, device, ...)."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """The prompt's token ids, as the model will see them."""
+
+    @abstractmethod
+    def generate(self, requests: list[Request], sampling: SamplingConfig,
+                 method: "DetoxMethod") -> list[Sample]:
+        """A sample for every (request, sample index), in request order."""
+
+    @abstractmethod
+    def continuation_nll(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+        """(summed negative log-likelihood, token count) of each continuation given its prompt;
+        (0.0, 0) for an empty continuation."""
+
+    def default_batch_rows(self) -> int:
+        """Sequences per generate call when the user does not set --batch-size."""
+        return 200
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        """Whether `exc` means the batch was too big (the runner halves it and retries)."""
+        return False
+
+    def release_memory(self) -> None:
+        """Free what a failed batch left behind before the retry."""
+
+
+def check_requirements(name: str, requires: tuple[tuple[str, str], ...]) -> None:
+    """A clear error with the pip command for each optional module a backend needs."""
+    missing = [(module, pip) for module, pip in requires if importlib.util.find_spec(module) is None]
+    if missing:
+        raise DetoxkitError(f"the {name} backend needs {', '.join(m for m, _ in missing)}, which is "
+                            f"not installed. Install it with: {'; '.join(p for _, p in missing)}")
+
+
+def check_method_support(method: "DetoxMethod", backend: Backend) -> None:
+    """Refuse, before any sample is drawn, a method chain the backend cannot run."""
+    if method.name != "none" and not backend.capabilities.logits:
+        raise DetoxkitError(f"method '{method.name}' transforms the next-token logits, which the "
+                            f"{backend.name} backend does not expose (methods there: none; "
+                            f"'{method.name}' supports: {', '.join(sorted(method.backends))})")
+    method.check_backend(backend.name)

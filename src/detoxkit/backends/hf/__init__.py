@@ -1,0 +1,63 @@
+"""The hf backend: transformers models in this process, on CPU or CUDA.
+
+Loads embedded offline models (GGUF converted once to safetensors), local model
+directories and hub ids (`models.py`, `embedded.py`); samples with per-sample
+seeds and a shared prompt prefill (`sampler.py`); measures continuation
+log-likelihoods for the perplexity oracle (`loglik.py`); and wraps methods as
+transformers LogitsProcessors for a plain `model.generate` (`processors.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..base import Backend, Capabilities, Request, Sample, SamplingConfig
+from .models import LoadedLM, clear_cache, load_lm, resolve_device, resolve_dtype
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, model: str, device: str = "cpu", dtype: str = "auto",
+                 nll_batch_size: int = 16):
+        self.lm = load_lm(model, device=device, dtype=dtype)
+        self.nll_batch_size = nll_batch_size
+        self.context_length = self.lm.context_length
+        self.capabilities = Capabilities(
+            logits=True, seeded=True, batching=True,
+            chat_template=bool(getattr(self.lm.tokenizer, "chat_template", None)))
+
+    def describe(self) -> dict[str, Any]:
+        return self.lm.describe()
+
+    def encode(self, text: str) -> list[int]:
+        return self.lm.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig, method) -> list[Sample]:
+        from .sampler import TransformersSampler
+
+        return TransformersSampler(self.lm, sampling, method).generate(requests)
+
+    def continuation_nll(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+        from .loglik import continuation_nll
+
+        return continuation_nll(self.lm, prompts, continuations, batch_size=self.nll_batch_size)
+
+    def default_batch_rows(self) -> int:
+        # CPU: ~8 prompts x 25 samples per forward; a GPU takes much more
+        return 1024 if str(self.lm.model.device).startswith("cuda") else 200
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        import torch
+
+        return isinstance(exc, torch.OutOfMemoryError) or (
+            isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+    def release_memory(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+__all__ = ["HFBackend", "LoadedLM", "clear_cache", "load_lm", "resolve_device", "resolve_dtype"]
