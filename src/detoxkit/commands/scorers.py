@@ -107,10 +107,10 @@ def run_validate(args) -> int:
     print(f"{scorer.name:<18} {_fmt(result['auc'])} {_fmt(result['spearman'], 9)} "
           f"{result['texts_per_s']:>9.1f} {result['n']:>6} {result['failed']:>6}")
     if args.reliability:
-        from ..scorers.validate import reliability_vs_reference
+        from ..stats import reliability
 
         print(f"reliability (score bin: n, mean score, share with reference >= {args.threshold}):")
-        for row in reliability_vs_reference(result["scores"], ref.scores, args.threshold):
+        for row in reliability(result["scores"], ref.scores >= args.threshold):
             print(f"  {row['bin']}: {row['n']:>5}  {row['mean_score']:.3f}  {row['positive_rate']:.3f}")
     final = {"auc": _round(result["auc"]), "spearman": _round(result["spearman"]),
              "texts_per_s": round(result["texts_per_s"], 1), "n": result["n"],

@@ -94,12 +94,13 @@ def _records(path: Path):
 def agreement(pred: np.ndarray, ref: np.ndarray, threshold: float = 0.5) -> dict:
     """AUC (reference >= threshold is positive) and Spearman over the items the scorer scored."""
     from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
+
+    from ..stats import roc_auc
 
     ok = ~np.isnan(pred)
     pred, ref = pred[ok], ref[ok]
     labels = (ref >= threshold).astype(int)
-    auc = float(roc_auc_score(labels, pred)) if 0 < labels.sum() < len(labels) else float("nan")
+    auc = roc_auc(pred, labels)
     rho = float(spearmanr(pred, ref).statistic) if len(pred) > 2 else float("nan")
     return {"auc": auc, "spearman": rho, "n": int(ok.sum()), "failed": int((~ok).sum()),
             "positives": int(labels.sum())}
@@ -125,16 +126,3 @@ def validate(scorer, reference: Reference, attribute: str = "toxicity", threshol
     out["scores"] = scores
     return out
 
-
-def reliability_vs_reference(pred: np.ndarray, ref: np.ndarray, threshold: float = 0.5, bins: int = 10) -> list[dict]:
-    """Per score bin: count, mean score, and the share of texts whose reference is >= threshold."""
-    ok = ~np.isnan(pred)
-    pred, positive = pred[ok], (ref[ok] >= threshold)
-    rows = []
-    edges = np.linspace(0, 1, bins + 1)
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (pred >= lo) & ((pred < hi) if hi < 1 else (pred <= hi))
-        if sel.any():
-            rows.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(sel.sum()), "mean_score": float(pred[sel].mean()),
-                         "positive_rate": float(positive[sel].mean())})
-    return rows
