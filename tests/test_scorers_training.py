@@ -45,10 +45,10 @@ def corpus_slice(tmp_path_factory) -> Path:
 
 
 def small_config(corpus: Path):
-    from detoxkit.scorers.train_minilm import TrainConfig
+    from detoxkit.training.scorer_minilm import MiniLMConfig
 
-    return TrainConfig(rows=48, batch_size=16, max_length=32, lora_rank=4, lora_alpha=8, calib_rows=40,
-                       test_rows=40, threads=1, checkpoint_every=1, seed=3, corpus=str(corpus))
+    return MiniLMConfig(rows=48, batch_size=16, max_length=32, lora_rank=4, lora_alpha=8, calib_rows=40,
+                        test_rows=40, threads=1, checkpoint_every=1, seed=3, corpus=str(corpus))
 
 
 def tensors(path: Path) -> dict:
@@ -59,18 +59,24 @@ def tensors(path: Path) -> dict:
 
 @needs_corpus
 def test_training_is_reproducible_and_resumable(corpus_slice, tmp_path):
+    from dataclasses import replace
+
+    from detoxkit.corpus import split_training_pool
     from detoxkit.scorers.minilm import MiniLMToxicityScorer
-    from detoxkit.scorers.train_minilm import split_corpus, train
+    from detoxkit.training.scorer_minilm import train
 
     cfg = small_config(corpus_slice)
-    calib, test, rows = split_corpus(cfg)
+    calib, test, rows = split_training_pool(cfg.calib_rows, cfg.test_rows, cfg.rows, cfg.seed, cfg.corpus)
     assert len(rows) == 48 and not ({t for t, _ in rows} & {t for t, _ in calib + test})
 
-    straight = train(cfg, tmp_path / "a")
-    assert train(cfg, tmp_path / "b", stop_after=1) is None  # interrupted after one step
+    assert train(replace(cfg, out=str(tmp_path / "a"))) == tmp_path / "a" / "detoxkit-minilm.safetensors"
+    straight = json.loads((tmp_path / "a" / "report.json").read_text())
+    # interrupted after one step
+    assert train(replace(cfg, out=str(tmp_path / "b"), stop_after=1)) == tmp_path / "b" / "checkpoint.safetensors"
     assert (tmp_path / "b" / "checkpoint.safetensors").exists()
     assert not (tmp_path / "b" / "detoxkit-minilm.safetensors").exists()
-    resumed = train(cfg, tmp_path / "b")
+    train(replace(cfg, out=str(tmp_path / "b")))
+    resumed = json.loads((tmp_path / "b" / "report.json").read_text())
     a, b = tensors(tmp_path / "a" / "detoxkit-minilm.safetensors"), tensors(tmp_path / "b" / "detoxkit-minilm.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("lora.") for k in a)
     for k in a:
@@ -91,16 +97,16 @@ def test_checkpoint_of_other_settings_is_refused(corpus_slice, tmp_path):
     from dataclasses import replace
 
     from detoxkit.errors import DetoxkitError
-    from detoxkit.scorers.train_minilm import train
+    from detoxkit.training.scorer_minilm import train
 
-    cfg = small_config(corpus_slice)
-    train(cfg, tmp_path, stop_after=1)
+    cfg = replace(small_config(corpus_slice), out=str(tmp_path))
+    train(replace(cfg, stop_after=1))
     with pytest.raises(DetoxkitError, match="other settings"):
-        train(replace(cfg, lr=1e-3), tmp_path)
+        train(replace(cfg, lr=1e-3))
 
 
 def test_platt_fit_recovers_a_known_calibration():
-    from detoxkit.scorers.train_minilm import fit_platt
+    from detoxkit.stats import fit_platt
 
     rng = np.random.default_rng(0)
     z = rng.normal(0, 3, 20000)

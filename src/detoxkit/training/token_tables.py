@@ -1,0 +1,170 @@
+"""`detoxkit train vocab-shift` and `detoxkit train cfl`: per-token tables for the generator's
+tokenizer, from the corpus's training pool.
+
+- vocab-shift: a per-token non-toxic bias (logistic regression on token presence).
+- cfl: per-token average treatment effect on a scorer, by counterfactual substitution.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..artefacts import artefact_name, output_path, save_table
+from ..corpus import clean_text, training_rows
+from ..progress import Progress
+from .base import GeneratorConfig, Trainer, load_generator, setting
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VocabShiftConfig(GeneratorConfig):
+    rows: int = setting(60000, "balanced corpus rows")
+    c: float = setting(0.5, "inverse L2 strength of the regression")
+    seed: int = setting(0, "seed of the row sample")
+    out: str | None = setting(None, "output file (default: the cache, "
+                                    "$DETOXKIT_HOME/methods/vocab_shift-<tokenizer>.safetensors)")
+
+
+@dataclass
+class CFLConfig(GeneratorConfig):
+    scorer: str = setting("profanity-svm", "scorer whose output is explained")
+    sentences: int = setting(4000, "balanced corpus sentences")
+    max_tokens: int = setting(40, "tokens per sentence")
+    substitutes: int = setting(30, "neutral substitute tokens (the most frequent non-toxic words)")
+    shrink: float = setting(2.0, "shrinkage of rare tokens' effects: sum / (count + shrink)")
+    seed: int = setting(0, "seed of the row sample and the substitutes")
+    out: str | None = setting(None, "output file (default: the cache, "
+                                    "$DETOXKIT_HOME/methods/cfl-<tokenizer>.safetensors)")
+    export_json: str | None = setting(None, "also write the table as {token: effect} JSON "
+                                            "(for reports)")
+
+
+def _token_matrix(tokenizer, texts: list[str], max_tokens: int = 128):
+    """Sparse [rows, vocab width] token presence."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+
+    from ..tokens import vocab_width
+
+    enc = tokenizer([clean_text(t) for t in texts], add_special_tokens=False, truncation=True,
+                    max_length=max_tokens)["input_ids"]
+    indptr, indices = [0], []
+    for ids in enc:
+        uniq = sorted(set(ids))
+        indices.extend(uniq)
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float32)
+    return csr_matrix((data, np.asarray(indices), np.asarray(indptr)),
+                      shape=(len(texts), vocab_width(tokenizer)))
+
+
+def train_vocab_shift(config: VocabShiftConfig) -> Path:
+    """Per-token non-toxic association: logistic regression coefficients (token presence ->
+    non-toxic), scaled so the largest magnitude is 1; tokens with |w| < 1e-3 are dropped."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    lm = load_generator(config)
+    tokenizer = lm.tokenizer
+    data = training_rows(config.rows, config.seed, balance=True)
+    x = _token_matrix(tokenizer, [r.text for r in data])
+    y = np.array([0 if r.is_offensive else 1 for r in data])
+    clf = LogisticRegression(C=config.c, max_iter=500, solver="liblinear")
+    t0 = time.time()
+    clf.fit(x, y)
+    w = clf.coef_[0]
+    w = w / np.abs(w).max()
+    keep = np.nonzero(np.abs(w) >= 1e-3)[0]
+    out = output_path(artefact_name("vocab_shift", tokenizer), config.out)
+    save_table(out, {"ids": torch.tensor(keep, dtype=torch.int32),
+                     "values": torch.tensor(w[keep], dtype=torch.float16)},
+               {"rows": str(len(data)), "c": str(config.c), "model": lm.name,
+                "created_by": "detoxkit train vocab-shift",
+                "train_accuracy": f"{clf.score(x, y):.4f}", "seconds": f"{time.time() - t0:.1f}"})
+    log.info("vocab-shift: %d tokens -> %s", len(keep), out)
+    return out
+
+
+def _counterfactuals(tokenizer, data, config: CFLConfig):
+    """(original texts, counterfactual texts, (sentence, token id) per counterfactual)."""
+    rng = random.Random(config.seed)
+    enc = tokenizer([clean_text(r.text) for r in data], add_special_tokens=False, truncation=True,
+                    max_length=config.max_tokens)["input_ids"]
+    # neutral substitutes: frequent alphabetic tokens of non-toxic rows
+    freq = Counter(t for ids, r in zip(enc, data) if not r.is_offensive for t in ids)
+    pieces = dict(zip(freq, tokenizer.batch_decode([[t] for t in freq])))
+    common = [t for t, _ in freq.most_common()]
+    spaced = [t for t in common if re.fullmatch(r" [a-z]{2,}", pieces[t])][:config.substitutes]
+    bare = [t for t in common if re.fullmatch(r"[a-z]{2,}", pieces[t])][:config.substitutes]
+    originals, texts, owners = [], [], []
+    for s, ids in enumerate(enc):
+        originals.append(tokenizer.decode(ids))
+        for i, tok in enumerate(ids):
+            pool = spaced if pieces.get(tok, tokenizer.decode([tok])).startswith(" ") else bare
+            sub = rng.choice(pool or spaced)
+            if sub == tok:
+                continue
+            texts.append(tokenizer.decode(ids[:i] + [sub] + ids[i + 1:]))
+            owners.append((s, tok))
+    return originals, texts, owners
+
+
+def train_cfl(config: CFLConfig) -> Path:
+    """ATE of each token on the scorer's toxicity by counterfactual substitution.
+
+    For each corpus sentence (balanced toxic / non-toxic, first `max_tokens` tokens of the
+    generator's tokenization) and each position i, the token t_i is replaced by a neutral
+    token drawn from the `substitutes` most frequent word tokens of the non-toxic rows
+    (with a leading space when t_i has one); the effect of that occurrence is
+    score(original) - score(counterfactual). A token's ATE is the mean effect over its
+    occurrences, shrunk towards 0 for rare tokens: sum / (n + shrink)."""
+    import torch
+
+    from ..scorers import load_scorer
+
+    lm = load_generator(config)
+    tokenizer = lm.tokenizer
+    judge = load_scorer(config.scorer)
+    data = training_rows(config.sentences, config.seed, balance=True)
+    originals, texts, owners = _counterfactuals(tokenizer, data, config)
+    t0 = time.time()
+    base = judge.score(originals)["toxicity"]
+    bar = Progress(len(texts), f"cfl: scoring with {config.scorer}", unit="texts")
+    cf = judge.score(texts, progress=bar.update)["toxicity"]
+    bar.close()
+    sums: dict[int, float] = {}
+    counts: Counter = Counter()
+    for (s, tok), v in zip(owners, cf):
+        if math.isnan(v) or math.isnan(base[s]):
+            continue
+        sums[tok] = sums.get(tok, 0.0) + float(base[s] - v)
+        counts[tok] += 1
+    ids = sorted(sums)
+    effects = [sums[t] / (counts[t] + config.shrink) for t in ids]
+    out = output_path(artefact_name("cfl", tokenizer), config.out)
+    save_table(out, {"ids": torch.tensor(ids, dtype=torch.int32),
+                     "effects": torch.tensor(effects, dtype=torch.float32),
+                     "counts": torch.tensor([counts[t] for t in ids], dtype=torch.int32)},
+               {"scorer": config.scorer, "scorer_version": judge.version,
+                "sentences": str(len(data)), "counterfactuals": str(len(texts)), "model": lm.name,
+                "created_by": "detoxkit train cfl", "seconds": f"{time.time() - t0:.1f}"})
+    log.info("cfl: %d tokens from %d counterfactuals -> %s", len(ids), len(texts), out)
+    if config.export_json:
+        from ..methods.tables import export_effects
+
+        n = export_effects(tokenizer, config.export_json, str(out))
+        log.info("cfl: %d token effects -> %s", n, config.export_json)
+    return out
+
+
+VOCAB_SHIFT = Trainer("vocab-shift", VocabShiftConfig, train_vocab_shift)
+CFL = Trainer("cfl", CFLConfig, train_cfl)
