@@ -18,9 +18,10 @@ How P is estimated, per row:
    logit z, and its gradient g = dz/de with respect to the sentence embedding (autograd).
 3. First-order expansion z(y') ≈ z + g · (e(y') - e). A mean-pooled embedding changes, when token
    pieces are swapped, by (ΔS - e ΔN) / N (S: sum of piece vectors, N: piece count). The mapping
-   from generator tokens to that space is a table (training/semantic_table.py): for each generator token u,
-   U[u] = sum of the verifier's output vectors of u's WordPiece tokens (u encoded alone) and
-   w[u] = their count. So each token has a scalar effect r[u] = (g·U[u] - (g·e) w[u]) / N.
+   from generator tokens to that space is a table (training/semantic_table.py): for each
+   generator token u, U[u] = sum of the verifier's output vectors of u's WordPiece tokens
+   (u encoded alone) and w[u] = their count. So each token has a scalar effect
+   r[u] = (g·U[u] - (g·e) w[u]) / N.
 4. Under p~ the positions are independent, so the linearised logit of the finished continuation
    with v at the current position i is Gaussian-like (sum of independent terms) with
    mean  mu(v) = z + r[v] - r[y~_i] + sum_{j>i} (E_{p~_j}[r] - r[y~_j])   (the expected embedding)

