@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (SAMPLE_PROMPTS, corpus_from, hf_generate, sample_tokens as sample,
+from helpers import (SAMPLE_PROMPTS, corpus_from, hf_generate, sample_tokens as sample,
                       write_labelled_corpus, write_prompts_jsonl)
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
-from detoxkit.methods.adapters import (llamacpp_logits_processor,
-                                       vllm_logits_processor)
+from detoxkit.backends.llamacpp import llamacpp_logits_processor
+from detoxkit.backends.vllm import vllm_logits_processor
 from detoxkit.artefacts import artefact_name, save_table
 from detoxkit.tokens import TokenizerOnlyLM
 from detoxkit.methods.hmm import HMM
@@ -279,7 +279,7 @@ def test_gate_and_chain(trained, tiny_lm, tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("# test\nthe\n", encoding="utf-8")
     chain = build_method([f"wordban:words={words}", spec(trained)])
-    assert chain.backends == frozenset({"transformers", "vllm", "llamacpp"})
+    assert chain.backends == frozenset({"hf", "vllm", "llamacpp"})
     the = tok(" the", add_special_tokens=False)["input_ids"][0]
     assert all(the not in s for s in sample(tiny_lm, chain))
 

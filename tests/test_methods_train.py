@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import corpus_from, write_labelled_corpus, write_prompts_jsonl
+from helpers import corpus_from, write_labelled_corpus, write_prompts_jsonl
 from detoxkit.cli import main
 
 
@@ -129,7 +129,7 @@ def test_run_refuses_an_unsupported_backend_combination(trained):
     from detoxkit.methods import build_method
 
     method = build_method([f"wordban:words={trained['words']}", f"dexperts:path={trained['experts']}"])
-    assert method.backends == frozenset({"transformers"})
+    assert method.backends == frozenset({"hf"})
     with pytest.raises(DetoxkitError, match="llamacpp"):
         method.check_backend("llamacpp")
 

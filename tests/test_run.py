@@ -177,3 +177,19 @@ def test_real_embedded_model_on_rtp_prompts(tmp_path):
     assert metrics["n_failed"] == 0 and 1 < metrics["perplexity"] < 1000
     texts = [r["text"] for r in lines(out / "generations.jsonl")]
     assert sum(any(c.isalpha() for c in t) for t in texts) >= 10  # real words, not noise
+
+
+def test_scorer_specs_with_settings_in_run_and_score(tiny_model_dir, tmp_path):
+    """`--scorer NAME:key=value` works in `run` and `score`; scores are keyed by the scorer's name."""
+    out = tmp_path / "run"
+    assert run_cli("--model", tiny_model_dir, "--prompts", mixed_prompts(tmp_path, 4), "--samples", "3",
+                   "--max-new-tokens", "5", "--oracle", "none", "--scorer", "profanity-svm:batch_size=5",
+                   "--out", out) == 0
+    assert json.loads((out / "run.json").read_text())["config"]["scorers"] == ["profanity-svm:batch_size=5"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scorer"]["name"] == "profanity-svm" and metrics["n_failed"] == 0
+    assert main(["score", str(out), "--scorer", "jigsaw-bilstm:batch_size=16", "--judge"]) == 0
+    rows = lines(out / "generations.jsonl")
+    assert all(set(r["scores"]) == {"profanity-svm", "jigsaw-bilstm"} for r in rows)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scorer"]["name"] == "jigsaw-bilstm" and metrics["n_failed"] == 0

@@ -14,12 +14,13 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import DetoxkitError
 from .paths import cache_dir, package_data
+
+if TYPE_CHECKING:  # pragma: no cover - torch is imported where a table is read or built
+    import torch
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -80,20 +81,20 @@ def output_path(name: str, out: str | os.PathLike | None = None, folder: str = "
 
 
 @lru_cache(maxsize=32)
-def _load_safetensors(path: str, mtime: float) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _load_safetensors(path: str, mtime: float) -> "tuple[dict[str, torch.Tensor], dict[str, str]]":
     from safetensors import safe_open
 
     with safe_open(path, framework="pt") as fh:
         return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
 
 
-def load_table(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_table(path: Path) -> "tuple[dict[str, torch.Tensor], dict[str, str]]":
     """(tensors, metadata) of a safetensors file, cached per process."""
     path = Path(path)
     return _load_safetensors(str(path), path.stat().st_mtime)
 
 
-def save_table(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+def save_table(path: Path, tensors: "dict[str, torch.Tensor]", metadata: dict[str, Any]) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -106,8 +107,10 @@ def save_table(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str,
     return path
 
 
-def dense_from_sparse(ids: torch.Tensor, values: torch.Tensor, width: int) -> torch.Tensor:
+def dense_from_sparse(ids: "torch.Tensor", values: "torch.Tensor", width: int) -> "torch.Tensor":
     """A [width] float32 vector holding values at ids (ids >= width are dropped)."""
+    import torch
+
     out = torch.zeros(width, dtype=torch.float32)
     keep = ids < width
     out[ids[keep].long()] = values[keep].float()

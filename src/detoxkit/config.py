@@ -66,10 +66,6 @@ class RunConfig:
         if self.limit is not None and self.limit < 1:
             raise InputError("must be >= 1", field="limit")
 
-    @property
-    def judge(self) -> str:
-        return self.scorers[0]
-
     def hashed_fields(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in self.EXECUTION_FIELDS}
 

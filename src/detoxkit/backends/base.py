@@ -122,7 +122,9 @@ def check_requirements(name: str, requires: tuple[tuple[str, str], ...]) -> None
 
 def check_method_support(method: "DetoxMethod", backend: Backend) -> None:
     """Refuse, before any sample is drawn, a method chain the backend cannot run."""
-    if method.name != "none" and not backend.capabilities.logits:
+    if not method.changes_logits:
+        return  # plain sampling runs everywhere
+    if not backend.capabilities.logits:
         raise DetoxkitError(f"method '{method.name}' transforms the next-token logits, which the "
                             f"{backend.name} backend does not expose (methods there: none; "
                             f"'{method.name}' supports: {', '.join(sorted(method.backends))})")

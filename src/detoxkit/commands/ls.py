@@ -1,8 +1,8 @@
-"""`detoxkit ls methods|scorers|models|prompts`."""
+"""`detoxkit ls methods|scorers|models|prompts|backends|trainers`."""
 
 from __future__ import annotations
 
-KINDS = ("methods", "scorers", "models", "prompts")
+KINDS = ("methods", "scorers", "models", "prompts", "backends", "trainers")
 
 
 def register(sub) -> None:
@@ -19,14 +19,16 @@ def print_entries(kind: str) -> int:
     """The registered components of one kind, a line each (also `detoxkit scorers ls`)."""
     from .. import registry
 
-    reg = {"methods": registry.METHODS, "scorers": registry.SCORERS,
-           "models": registry.MODELS, "prompts": registry.PROMPTS}[kind]
+    reg = {"methods": registry.METHODS, "scorers": registry.SCORERS, "models": registry.MODELS,
+           "prompts": registry.PROMPTS, "backends": registry.BACKENDS,
+           "trainers": registry.TRAINERS}[kind]
     entries = reg.entries()
     width = max(len(e.name) for e in entries)
     for e in entries:
         print(f"{e.name:<{width}}  {e.summary}")
     footer = {
-        "models": "Also: any Hugging Face causal LM hub id or local directory (safetensors weights).",
+        "models": "Also: any Hugging Face causal LM hub id or local directory (safetensors weights); "
+                  "BACKEND:MODEL for another backend (`detoxkit ls backends`).",
         "scorers": "Also: hf:<hub id or dir> and detoxify:<variant>; settings as NAME:key=value,...",
         "prompts": "Also: a path to RTP-format JSONL, or generic .jsonl/.csv/.parquet with --text-field.",
     }.get(kind)

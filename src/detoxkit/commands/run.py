@@ -6,7 +6,7 @@ from ..config import RunConfig
 
 # flag -> (config field, type, help); defaults come from RunConfig
 FLAGS = {
-    "--model": ("model", str, "registered model name, hub id or local directory"),
+    "--model": ("model", str, "registered model name, hub id, local directory, or BACKEND:MODEL"),
     "--prompts": ("prompts", str, "registered prompt set name or a file path"),
     "--text-field": ("text_field", str, "text column of a generic JSONL/CSV/Parquet prompt file"),
     "--limit": ("limit", int, "use N prompts (stratified by prompt toxicity, seeded)"),
@@ -35,7 +35,8 @@ def register(sub) -> None:
     parser.add_argument("--method", dest="methods", action="append", default=None,
                         help="detox method spec, e.g. none or dexperts:alpha=2.0; repeat to chain")
     parser.add_argument("--scorer", dest="scorers", action="append", default=None,
-                        help="scorer name; repeat for several (the first one judges)")
+                        help="scorer spec, e.g. profanity-svm or hf:MODEL,labels=(toxic:toxicity); "
+                        "repeat for several (the first one judges)")
     parser.set_defaults(func=run)
 
 

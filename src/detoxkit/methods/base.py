@@ -51,6 +51,7 @@ class LogitsTransform(ABC):
 class DetoxMethod(ABC):
     name: str = ""
     backends: frozenset[str] = ALL_BACKENDS
+    changes_logits: bool = True  # False only for plain sampling, which runs on every backend
 
     def __init__(self, **settings: Any):
         if settings:
@@ -91,6 +92,7 @@ class NoMethod(DetoxMethod):
     """Plain sampling."""
 
     name = "none"
+    changes_logits = False
 
     def bind(self, lm):
         return _Identity()

@@ -30,7 +30,7 @@ How P is estimated, per row:
 Because r is one [V] vector per row, every token of the vocabulary gets its estimate (no
 candidate cut-off is needed: the cost is one [B, 384] x [384, V] product per step).
 
-The LM's extra forwards (the drafts) run on the transformers model: backends {"transformers"}.
+The LM's extra forwards (the drafts) run on the transformers model: backends {"hf"}.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class SemanticControl(DetoxMethod):
     verifier's threshold (verifier gradient + expected sentence embedding)."""
 
     name = "semantic-control"
-    backends = frozenset({"transformers"})
+    backends = frozenset({"hf"})
 
     def __init__(self, strength: float = 1.0, threshold: float = 0.5, spread: float = 0.5,
                  horizon: int = 20, redraft: int = 0, draft_top_p: float = 1.0, seed: int = 0,
@@ -241,14 +241,15 @@ class _SemanticTransform(LogitsTransform):
     def _roll_draft(self, input_ids, mask, pos: int, length: int) -> None:
         """Sample a draft of `length` tokens from the base LM after the current prefix, keeping
         the local distribution (each position's top tokens) along it."""
-        from ..generate import _cache_of, cache_kwarg, nucleus_sample, step_uniforms
+        from ..backends.hf.sampler import cache_kwarg, cache_of
+        from ..backends.sampling import nucleus_sample, step_uniforms
 
         model = self.lm.model
         seeds = self._row_seeds(input_ids, mask, pos)
         mask = mask.long()
         positions = position_ids(mask)
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = _cache_of(out)
+        cache = cache_of(out)
         next_pos = positions[:, -1:] + 1
         V = len(self.lm.tokenizer)
         B = input_ids.shape[0]
@@ -273,7 +274,7 @@ class _SemanticTransform(LogitsTransform):
             mask = torch.cat([mask, live.long()[:, None]], -1)
             out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
                         use_cache=True, **{arg: cache})
-            cache = _cache_of(out)
+            cache = cache_of(out)
             next_pos = next_pos + 1
         self.draft = torch.stack(toks, 1)
         self.draft_live = torch.stack(lives, 1) & ~torch.isin(self.draft, eos)

@@ -114,11 +114,6 @@ class CFL(_TokenTableMethod):
     def settings(self):
         return {"strength": self.strength, "min_effect": self.min_effect, "path": self.path}
 
-    def table_meta(self, tokenizer) -> dict[str, str]:
-        path = find_artefact(artefact_name(self.kind, tokenizer), train_hint=self.train_cmd,
-                             explicit=self.path)
-        return load_table(path)[1]
-
     def guided_by(self):
         # the scorer whose output the effects were estimated on (the shipped tables: profanity-svm)
         if "scorer" not in self._meta and self.path:

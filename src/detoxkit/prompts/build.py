@@ -166,7 +166,8 @@ def _corpus_rows(corpus: str | Path | RowSource, *, text_field: str, label_field
                  pool: str | None, on_bad: str) -> tuple[Iterator[tuple[int, Any, Any]], dict]:
     """(rows as (row index, text, label), corpus info for the provenance)."""
     from ..corpus import in_prompt_pool, iter_corpus
-    from .files import BadRows, file_sha256, get_field, open_records
+    from ..artefacts import file_sha256
+    from .files import BadRows, get_field, open_records
 
     if pool not in (None, "all", "prompt"):
         raise DetoxkitError(f"pool must be 'all' or 'prompt', not {pool!r}")

@@ -10,13 +10,13 @@ line by line, so invalid UTF-8 is reported with its line number.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..artefacts import file_sha256
 from ..errors import DetoxkitError, InputError
 from . import Prompt, PromptSet, fingerprint_prompts
 
@@ -61,11 +61,6 @@ def file_format(path: Path) -> str:
         raise InputError(f"unsupported file type '{path.suffix}'; use one of "
                          f"{', '.join(sorted(FORMATS))}", path=str(path))
     return fmt
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def open_records(path: Path, bad: BadRows) -> tuple[list[str] | None, Iterator[Record]]:

@@ -20,7 +20,6 @@ identity_hate -> identity_attack.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from importlib.metadata import PackageNotFoundError, version
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DetoxkitError
+from ..artefacts import file_sha256
 from ..paths import cache_dir
 from .base import Scorer
 
@@ -160,7 +160,7 @@ class JigsawBiLSTMScorer(Scorer):
     def __init__(self, device: str = "cpu", batch_size: int = 256):
         super().__init__(device, batch_size)
         pkg_version, weights, tok_pickle = package_files()
-        key = hashlib.sha256(tok_pickle.read_bytes()).hexdigest()[:16]
+        key = file_sha256(tok_pickle)[:16]
         tok_json = cache_dir("scorers", "jigsaw-bilstm") / f"tokenizer-{key}.json"
         if not tok_json.exists():
             convert_tokenizer(tok_pickle, tok_json)

@@ -21,7 +21,6 @@ own release files are Lightning pickles and are not loaded. Both need a network
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..errors import DetoxkitError
@@ -148,10 +147,9 @@ class HFClassifierScorer(Scorer):
     def _revision(self, revision: str | None) -> str:
         path = Path(self.model_id)
         if path.is_dir():
-            digest = hashlib.sha256()
-            for f in sorted(path.glob("*.safetensors")):
-                digest.update(f.read_bytes())
-            return "sha256:" + digest.hexdigest()[:12]
+            from ..backends.hf.models import weights_revision
+
+            return weights_revision(path)
         return getattr(self.model.config, "_commit_hash", None) or revision or "main"
 
     def _score_batch(self, texts):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artefacts import file_sha256
 from ..errors import DetoxkitError
 from ..paths import cache_dir
 from .base import Scorer
@@ -48,10 +49,6 @@ def package_files() -> tuple[str, Path, Path]:
     if not vec.exists() or not model.exists():
         raise DetoxkitError(f"alt-profanity-check's model files are missing under {data}")
     return pkg_version, vec, model
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def convert(vec_path: Path, model_path: Path, out_dir: Path) -> Path:
@@ -148,7 +145,7 @@ class TfidfSVM:
 
 def load_converted() -> tuple[str, TfidfSVM]:
     pkg_version, vec, model = package_files()
-    key = hashlib.sha256((pkg_version + _sha256(vec) + _sha256(model)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((pkg_version + file_sha256(vec) + file_sha256(model)).encode()).hexdigest()[:16]
     directory = cache_dir("scorers", "profanity-svm", key)
     if not (directory / "model.json").exists():
         convert(vec, model, directory)

