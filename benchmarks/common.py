@@ -16,3 +16,16 @@ def apply_threads(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def unavailable(specs, lm) -> str | None:
+    """Why a method (spec or chain) cannot run on `lm` here, e.g. a trained artefact that is not
+    built yet (the message names the command that builds it); None when it can."""
+    from detoxkit.errors import DetoxkitError
+    from detoxkit.methods import build_method
+
+    try:
+        build_method(specs).bind(lm)
+    except DetoxkitError as exc:
+        return str(exc)
+    return None

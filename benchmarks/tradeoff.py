@@ -19,8 +19,9 @@ semantic-control; the moral filter uses all-MiniLM-L6-v2 and its own phrase set)
 Its training data (Jigsaw comments) partly overlaps the corpus's Jigsaw rows: the
 judge shares data with the methods, not weights or outputs. The script refuses a
 judge that appears in a method's guided_by, and scores with --also scorers too
-(reported, not used to rank). semantic-control needs its table first:
-`detoxkit train semantic-control --model smollm2-135m`.
+(reported, not used to rank). semantic-control needs its table first
+(`detoxkit train semantic-control --model smollm2-135m`): without it, it is skipped with
+one line naming that command, and the other methods are still measured.
 
 Prints a table of EMT, Toxicity Probability (at k), toxic fraction, perplexity and
 dist-1/2/3 with the change relative to the base model, and as its last line one
@@ -35,7 +36,7 @@ import math
 import sys
 from pathlib import Path
 
-from common import add_threads_option, apply_threads
+from common import add_threads_option, apply_threads, unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
@@ -145,6 +146,14 @@ def main(argv=None) -> int:
         if not eq:
             raise SystemExit(f"--extra {item}: expected NAME=SPEC")
         methods[name] = spec.split("|")
+    from detoxkit.backends.hf import load_lm
+
+    lm = load_lm(args.model)
+    for name, specs in list(methods.items()):
+        why = unavailable(specs, lm)
+        if why:  # e.g. semantic-control's table, built by `detoxkit train semantic-control`
+            print(f"skipped {name}: {why}", file=sys.stderr)
+            del methods[name]
     results = {name: run_method(name, specs, args, prompts) for name, specs in methods.items()}
 
     base = results["base"]

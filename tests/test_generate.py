@@ -122,4 +122,10 @@ def test_sampling_config_validates():
     with pytest.raises(ValueError):
         SamplingConfig(top_p=0)
     with pytest.raises(ValueError):
-        SamplingConfig(temperature=0)
+        SamplingConfig(temperature=-0.1)
+
+
+def test_temperature_zero_is_greedy():
+    probs = [0.2, 0.5, 0.3]
+    assert draw(probs, n=50, temperature=0) == [0.0, 1.0, 0.0]
+    assert draw(probs, n=50, temperature=0, top_p=0.1, top_k=2) == [0.0, 1.0, 0.0]

@@ -22,14 +22,14 @@ def evaluate(model: str | None = None, *, methods: str | list[str] | None = None
     top_k, seed, oracle, on_bad, device, dtype, batch_size); `config` is a YAML file that the
     arguments override, as the CLI's flags do. Calling it again with the same arguments
     resumes the run."""
-    from .config import RunConfig, load_yaml_config
+    from .config import build_config, load_yaml_config
     from .runner import Evaluation
 
-    values = load_yaml_config(config) if config else {}
+    from_file = load_yaml_config(config) if config else {}
     given = {"model": model, "methods": methods, "scorers": scorers,
              "out": str(out) if out is not None else None, **settings}
-    values.update({k: v for k, v in given.items() if v is not None})
-    evaluation = Evaluation(RunConfig(**values))
+    values = {**from_file, **{k: v for k, v in given.items() if v is not None}}
+    evaluation = Evaluation(build_config(values, config, from_file))
     metrics = evaluation.run()
     return RunResult(metrics, evaluation.store.path)
 

@@ -13,10 +13,17 @@ from .errors import DetoxkitError
 COMMAND_MODULES = ["run", "score", "report", "compare", "ls", "prompts", "corpus", "scorers", "train"]
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad flags are one line, like every other detoxkit error (subcommands inherit the class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"detoxkit: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="detoxkit", description="Measure and reduce toxic degeneration of language models.")
     parser.add_argument("--version", action="version", version=f"detoxkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -27,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (already reported)
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import yaml
 from .errors import InputError
 
 DEFAULT_MODEL = "smollm2-135m"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
 DEFAULT_PROMPTS = "embedded"
 
 
@@ -58,13 +61,34 @@ class RunConfig:
             self.methods = [self.methods]
         if isinstance(self.scorers, str):
             self.scorers = [self.scorers]
+        self.validate()
+
+    def validate(self) -> None:
+        """Every value checked before anything is loaded or written (one error each)."""
         if self.on_bad not in ("error", "skip"):
-            raise InputError("must be 'error' or 'skip'", field="on_bad")
+            raise InputError(f"must be 'error' or 'skip', not {self.on_bad!r}", field="on_bad")
         for name in ("samples", "max_new_tokens"):
             if getattr(self, name) < 1:
-                raise InputError("must be >= 1", field=name)
+                raise InputError(f"must be >= 1, not {getattr(self, name)}", field=name)
         if self.limit is not None and self.limit < 1:
-            raise InputError("must be >= 1", field="limit")
+            raise InputError(f"must be >= 1, not {self.limit}", field="limit")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InputError(f"must be in (0, 1], not {self.top_p}", field="top_p")
+        if self.temperature < 0:
+            raise InputError(f"must be >= 0 (0 = greedy), not {self.temperature}", field="temperature")
+        for name in ("top_k", "batch_size"):
+            if getattr(self, name) < 0:
+                raise InputError(f"must be >= 0 (0 = {'off' if name == 'top_k' else 'automatic'}), "
+                                 f"not {getattr(self, name)}", field=name)
+        if self.dtype not in DTYPES:
+            raise InputError(f"must be one of {', '.join(DTYPES)}, not {self.dtype!r}", field="dtype")
+        if not DEVICE.fullmatch(str(self.device)):
+            raise InputError(f"must be cpu, cuda, cuda:N, mps or auto, not {self.device!r}",
+                             field="device")
+        for name in ("methods", "scorers"):
+            if not getattr(self, name) or not all(isinstance(x, str) and x.strip()
+                                                   for x in getattr(self, name)):
+                raise InputError("must be a non-empty list of specs", field=name)
 
     def hashed_fields(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in self.EXECUTION_FIELDS}
@@ -91,7 +115,6 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise InputError(f"not valid UTF-8 ({exc.reason})", path=str(path)) from None
     try:
-        node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -101,7 +124,7 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InputError("a config file must be a mapping of keys to values", path=str(path))
-    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
+    lines = _key_lines(text)
     known = config_fields()
     for key, value in data.items():
         if key not in known:
@@ -113,6 +136,26 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
                              field=str(key))
         _check_type(key, value, path, lines.get(key))
     return data
+
+
+def build_config(values: dict[str, Any], config_path: str | Path | None = None,
+                 from_file: dict[str, Any] | None = None) -> RunConfig:
+    """A RunConfig from merged values; a bad value that came from the config file is reported
+    at its file and line."""
+    try:
+        return RunConfig(**values)
+    except InputError as exc:
+        key = exc.field
+        if (config_path and exc.path is None and key in (from_file or {})
+                and values.get(key) == from_file[key]):
+            line = _key_lines(Path(config_path).read_text(encoding="utf-8")).get(key)
+            raise InputError(exc.reason, path=str(config_path), line=line, field=key) from None
+        raise
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    node = yaml.compose(text)
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
 
 
 def _check_type(key: str, value: Any, path: Path, line: int | None) -> None:

@@ -13,6 +13,7 @@ class InputError(DetoxkitError):
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
                  field: str | None = None):
         self.path, self.line, self.field = path, line, field
+        self.reason = message
         where = []
         if path is not None:
             where.append(str(path))

@@ -15,8 +15,12 @@ log = logging.getLogger(__name__)
 
 def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
                judge: bool = False) -> dict:
+    from .scorers import check_scorer_spec
+
+    for spec in scorer_names:  # before the run is touched
+        check_scorer_spec(spec)
     store = RunStore(run_dir)
-    with store.locked():
+    with store.locked(create=False):
         prov = store.read_json("run.json")
         rows = store.generations()
         if not rows:

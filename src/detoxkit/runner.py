@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import platform
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from .errors import DetoxkitError, InputError
 from .metrics import compute_metrics
 from .progress import Progress
 from .prompts import Prompt
-from .store import RunStore, json_float
+from .store import GENERATIONS, RunStore, json_float
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +54,26 @@ class Evaluation:
         self.store = RunStore(cfg.out or default_run_dir(cfg))
 
     # ---- set-up --------------------------------------------------------------------------
-    def _check_or_write_config(self) -> None:
+    def _check_resume(self) -> dict | None:
+        """The run.json of the run being resumed (None for a new run). A run started with
+        another config, or with other prompts (contents, not path), is refused."""
         cfg, store = self.cfg, self.store
-        if store.exists("run.json"):
-            old = store.read_json("run.json")
-            if old.get("config_hash") != cfg.config_hash():
-                changes = diff_configs(old.get("config", {}), cfg.hashed_fields())
-                raise DetoxkitError(
-                    f"{store.path} holds a run with a different config ({'; '.join(changes)}). "
-                    "Use another --out directory, or `detoxkit score` to add a scorer to it.")
-            log.info("resuming run in %s", store.path)
-        store.write_text("config.yaml", cfg.to_yaml())
+        if not store.exists("run.json"):
+            return None
+        old = store.read_json("run.json")
+        if old.get("config_hash") != cfg.config_hash():
+            changes = diff_configs(old.get("config", {}), cfg.hashed_fields())
+            raise DetoxkitError(
+                f"{store.path} holds a run with a different config ({'; '.join(changes)}). "
+                "Use another --out directory, or `detoxkit score` to add a scorer to it.")
+        was = (old.get("prompts") or {}).get("fingerprint")
+        now = self.prompt_set.fingerprint
+        if was and was != now:
+            raise DetoxkitError(
+                f"{store.path} was started with other prompts than {self.prompt_set.source} holds "
+                f"now (content fingerprint {was[:12]}, now {now[:12]}): the prompt file changed. "
+                f"Restore it to resume this run, or use another --out directory for the new prompts.")
+        return old
 
     def _load_prompts(self) -> list[Prompt]:
         from .prompts import load_prompts
@@ -96,11 +106,9 @@ class Evaluation:
         return ids
 
     def _load_components(self) -> None:
-        from .methods import build_method
         from .scorers import load_scorer
 
         cfg = self.cfg
-        self.method = build_method(cfg.methods)
         self.backend = load_backend(cfg.model, device=cfg.device, dtype=cfg.dtype)
         check_method_support(self.method, self.backend)  # before any sample is drawn
         self.scorers = [load_scorer(name, device=cfg.device) for name in cfg.scorers]
@@ -143,48 +151,87 @@ class Evaluation:
 
     # ---- the run -------------------------------------------------------------------------
     def run(self) -> dict:
-        with self.store.locked():
-            self._check_or_write_config()
-            prompts = self._load_prompts()
-            self._load_components()
-            token_ids = self._tokenize(prompts)
-            prompts = [p for p in prompts if p.id in token_ids]
-            prov = self._provenance()
-            if prov["judge_also_guided"]:
-                log.warning("the judging scorer %s also guided the method (%s): its scores grade "
-                            "the method by its own teacher; judge with an independent scorer",
-                            prov["scorer"]["name"], ", ".join(prov["judge_also_guided"]))
-            self.store.write_json("run.json", {**prov, "status": "running"})
-            self.store.write_jsonl("prompts.jsonl", self._prompt_rows(prompts))
+        """Check every input, then generate, score and measure what is missing. Nothing is
+        created before the inputs are known to be good; a run directory this call created is
+        removed again if it fails before its first sample."""
+        from .methods import build_method
+        from .scorers import check_scorer_spec
 
-            cut = self.store.repair()
-            if cut:
-                log.warning("dropped %d bytes of a sample line torn by an earlier interruption", cut)
-            done = {(r["prompt_id"], r["sample_index"]) for r in self.store.generations()}
-            requests = []
-            for p in prompts:
-                todo = [i for i in range(self.cfg.samples) if (p.id, i) not in done]
-                if todo:
-                    requests.append(Request(p.id, token_ids[p.id], todo, p.text))
-            total = len(prompts) * self.cfg.samples
-            progress = Progress(total, "generating+scoring", initial=total - sum(
-                len(r.sample_indices) for r in requests))
-            t0 = time.monotonic()
-            try:
-                self._generate_all(requests, {p.id: p for p in prompts}, progress)
-            finally:
-                progress.close()
-            elapsed = time.monotonic() - t0
-            # artefact paths and training metadata are known once the method was bound
-            prov["method"] = self.method.describe()
-            metrics = compute_metrics(self.store, prov, self.skipped)
-            metrics["elapsed_s"] = round(elapsed, 2)
-            # counters of this process's generate calls (a resumed run counts the resumed part)
-            metrics["method_stats"] = self.method.run_stats()
-            self.store.write_json("metrics.json", metrics)
-            self.store.write_json("run.json", {**prov, "status": "complete",
-                                               "skipped": self.skipped})
-            return metrics
+        self.method = build_method(self.cfg.methods)
+        for spec in self.cfg.scorers:
+            check_scorer_spec(spec)
+        prompts = self._load_prompts()
+        created = not self.store.path.exists()
+        try:
+            with self.store.locked():
+                return self._run_locked(prompts)
+        except BaseException:
+            if created and not self.store.exists(GENERATIONS):
+                shutil.rmtree(self.store.path, ignore_errors=True)
+            raise
+
+    def _run_locked(self, prompts: list[Prompt]) -> dict:
+        store, cfg = self.store, self.cfg
+        removed = store.remove_temporary_files()
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted write", removed)
+        old = self._check_resume()
+        if old is not None and old.get("status") == "complete" and store.exists("metrics.json"):
+            log.info("the run in %s is complete: nothing to do", store.path)
+            return store.read_json("metrics.json")  # a finished run's files stay as they are
+        if old is not None:
+            log.info("resuming run in %s", store.path)
+        self._load_components()
+        token_ids = self._tokenize(prompts)
+        prompts = [p for p in prompts if p.id in token_ids]
+        batch_rows = self._batch_rows(old)
+        prov = self._provenance()
+        prov["batch_rows"] = batch_rows
+        if prov["judge_also_guided"]:
+            log.warning("the judging scorer %s also guided the method (%s): its scores grade "
+                        "the method by its own teacher; judge with an independent scorer",
+                        prov["scorer"]["name"], ", ".join(prov["judge_also_guided"]))
+        if not store.exists("config.yaml"):  # what started the run; resumes do not rewrite it
+            store.write_text("config.yaml", cfg.to_yaml())
+        store.write_json("run.json", {**prov, "status": "running"})
+        store.write_jsonl("prompts.jsonl", self._prompt_rows(prompts))
+
+        cut = store.repair()
+        if cut:
+            log.warning("dropped %d bytes of a sample line torn by an earlier interruption", cut)
+        done = {(r["prompt_id"], r["sample_index"]) for r in store.generations()}
+        requests = [Request(p.id, token_ids[p.id], list(range(cfg.samples)), p.text) for p in prompts]
+        total = len(prompts) * cfg.samples
+        progress = Progress(total, "generating+scoring", initial=len(done & {
+            (p.id, i) for p in prompts for i in range(cfg.samples)}))
+        t0 = time.monotonic()
+        try:
+            self._generate_all(requests, done, {p.id: p for p in prompts}, progress, prov)
+        finally:
+            progress.close()
+        elapsed = time.monotonic() - t0
+        # read after the work they describe: artefact paths and training metadata are known
+        # once the method was bound, scorers' counters (e.g. Perspective's) once they scored
+        prov["method"] = self.method.describe()
+        prov["scorers"] = [s.info() for s in self.scorers]
+        prov["scorer"] = prov["scorers"][0]
+        metrics = compute_metrics(store, prov, self.skipped)
+        metrics["elapsed_s"] = round(elapsed, 2)
+        # counters of this process's generate calls (a resumed run counts the resumed part)
+        metrics["method_stats"] = self.method.run_stats()
+        store.write_json("metrics.json", metrics)
+        store.write_json("run.json", {**prov, "status": "complete", "skipped": self.skipped})
+        return metrics
+
+    def _batch_rows(self, old: dict | None) -> int:
+        """Sequences per generate call. A resumed run keeps the layout it started with, so
+        that its samples equal an uninterrupted run's (see docs/reliability.md)."""
+        asked = self.cfg.batch_size or self.backend.default_batch_rows()
+        kept = (old or {}).get("batch_rows")
+        if kept and kept != asked:
+            log.warning("keeping this run's batch layout (%d sequences per batch, not %d) so that "
+                        "the resumed samples equal an uninterrupted run's", kept, asked)
+        return int(kept or asked)
 
     def _prompt_rows(self, prompts: list[Prompt]) -> list[dict]:
         """Prompts with their toxicity: the set's reference score, else the judge's score."""
@@ -199,24 +246,20 @@ class Evaluation:
                  "toxicity_source": "reference" if p.toxicity is not None else judge,
                  "challenging": p.challenging, "meta": p.meta} for p in prompts]
 
-    def _generate_all(self, requests: list[Request], by_id: dict[str, Prompt],
-                      progress: Progress) -> None:
+    def _generate_all(self, requests: list[Request], done: set[tuple[str, int]],
+                      by_id: dict[str, Prompt], progress: Progress, prov: dict) -> None:
+        """Draw every planned batch that holds a missing sample. A batch is generated whole,
+        as the uninterrupted run drew it, and only its missing samples are stored."""
         sampling = SamplingConfig(
             num_samples=self.cfg.samples, max_new_tokens=self.cfg.max_new_tokens,
             top_p=self.cfg.top_p, temperature=self.cfg.temperature, top_k=self.cfg.top_k,
             seed=self.cfg.seed)
-        rows_per_batch = self.cfg.batch_size or self.backend.default_batch_rows()
-        queue = list(requests)
+        rows_per_batch = prov["batch_rows"]
+        queue = plan_batches(requests, rows_per_batch)
         while queue:
-            batch, n_rows = [], 0
-            while queue and (not batch or n_rows + len(queue[0].sample_indices) <= rows_per_batch):
-                req = queue.pop(0)
-                if len(req.sample_indices) > rows_per_batch:  # split one prompt's samples
-                    head = replace(req, sample_indices=req.sample_indices[:rows_per_batch])
-                    queue.insert(0, replace(req, sample_indices=req.sample_indices[rows_per_batch:]))
-                    req = head
-                batch.append(req)
-                n_rows += len(req.sample_indices)
+            batch = queue.pop(0)
+            if all((r.prompt_id, i) in done for r in batch for i in r.sample_indices):
+                continue
             try:
                 samples = self.backend.generate(batch, sampling, self.method)
             except Exception as exc:
@@ -225,8 +268,11 @@ class Evaluation:
                 rows_per_batch = max(1, rows_per_batch // 2)
                 log.warning("out of memory; retrying with %d sequences per batch", rows_per_batch)
                 self.backend.release_memory()
-                queue = batch + queue
+                queue = plan_batches(batch, rows_per_batch) + queue
+                prov["batch_rows"] = rows_per_batch  # a resume continues with the smaller layout
+                self.store.write_json("run.json", {**prov, "status": "running"})
                 continue
+            samples = [s for s in samples if (s.prompt_id, s.sample_index) not in done]
             rows = self._score(samples, by_id)
             self.store.append_generations(rows)
             progress.update(len(rows))
@@ -247,3 +293,20 @@ class Evaluation:
                 "oracle_nll": nll[j][0], "oracle_tokens": nll[j][1],
             })
         return rows
+
+
+def plan_batches(requests: list[Request], rows_per_batch: int) -> list[list[Request]]:
+    """Requests packed into generate calls of at most `rows_per_batch` sequences, in order: whole
+    prompts where they fit, a prompt's samples split where it alone holds more."""
+    queue, batches = list(requests), []
+    while queue:
+        batch, n_rows = [], 0
+        while queue and (not batch or n_rows + len(queue[0].sample_indices) <= rows_per_batch):
+            req = queue.pop(0)
+            if len(req.sample_indices) > rows_per_batch:
+                queue.insert(0, replace(req, sample_indices=req.sample_indices[rows_per_batch:]))
+                req = replace(req, sample_indices=req.sample_indices[:rows_per_batch])
+            batch.append(req)
+            n_rows += len(req.sample_indices)
+        batches.append(batch)
+    return batches

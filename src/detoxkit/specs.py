@@ -16,6 +16,8 @@ otherwise kept as text.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,3 +112,37 @@ def format_spec(spec: Spec) -> str:
     items = ([spec.arg] if spec.arg is not None else []) + [
         f"{k}={v}" for k, v in spec.settings.items()]
     return spec.name + (":" + ",".join(items) if items else "")
+
+
+def setting_names(cls: type) -> list[str] | None:
+    """The settings a component's constructor takes (None: it takes any keyword)."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return [n for n, p in params.items() if n != "self" and p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def check_settings(kind: str, name: str, cls: type, settings: dict[str, Any],
+                   hidden: tuple[str, ...] = ()) -> None:
+    """An unknown setting is an error naming the known ones (with a did-you-mean)."""
+    known = setting_names(cls)
+    if known is None:
+        return
+    known = [k for k in known if k not in hidden]
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise DetoxkitError(f"{kind} '{name}': unknown setting '{key}'{hint}; its settings: "
+                                f"{', '.join(known) or 'none'}")
+
+
+def construct(kind: str, name: str, cls: type, settings: dict[str, Any], **fixed: Any):
+    """`cls(**fixed, **settings)`, with unknown settings and bad values as one-line errors."""
+    check_settings(kind, name, cls, settings, hidden=tuple(fixed))
+    try:
+        return cls(**fixed, **settings)
+    except (TypeError, ValueError) as exc:
+        shown = ",".join(f"{k}={v}" for k, v in settings.items())
+        raise DetoxkitError(f"{kind} '{name}': bad settings ({shown}): {exc}") from None

@@ -44,16 +44,28 @@ def write_text_atomic(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinity as None: strict JSON readers (JavaScript, jq) reject
+    bare NaN. detoxkit's readers treat null as "no value" (NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     with _atomic_open(path) as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False, allow_nan=True)
+        json.dump(strict_json(obj), fh, indent=2, ensure_ascii=False, allow_nan=False)
         fh.write("\n")
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
     with _atomic_open(path) as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(strict_json(row), ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -77,8 +89,11 @@ class RunStore:
 
     # ---- locking -------------------------------------------------------------------------
     @contextmanager
-    def locked(self) -> Iterator["RunStore"]:
-        """Hold the run's write lock; a second writer is refused with a clear message."""
+    def locked(self, create: bool = True) -> Iterator["RunStore"]:
+        """Hold the run's write lock; a second writer is refused with a clear message.
+        create=False: the directory must already be a run (nothing is created otherwise)."""
+        if not create and not (self.path / "run.json").is_file():
+            raise DetoxkitError(f"{self.path} is not a detoxkit run directory (no run.json)")
         self.path.mkdir(parents=True, exist_ok=True)
         fh = open(self.path / ".lock", "a+")
         try:
@@ -100,6 +115,15 @@ class RunStore:
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
             self._lock_fh = None
+
+    def remove_temporary_files(self) -> int:
+        """Remove the temporary files of atomic writes that a kill interrupted (under the lock,
+        no writer of this run is alive)."""
+        self._require_lock()
+        stray = list(self.path.glob(".*.*.tmp"))
+        for path in stray:
+            path.unlink(missing_ok=True)
+        return len(stray)
 
     def _require_lock(self) -> None:
         if self._lock_fh is None:
@@ -171,7 +195,8 @@ class RunStore:
         self._require_lock()
         if not rows:
             return
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        payload = "".join(json.dumps(strict_json(r), ensure_ascii=False, allow_nan=False) + "\n"
+                          for r in rows).encode("utf-8")
         fd = os.open(self.path / GENERATIONS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             view = memoryview(payload)

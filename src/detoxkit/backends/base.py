@@ -25,7 +25,7 @@ class SamplingConfig:
     num_samples: int = 25
     max_new_tokens: int = 20
     top_p: float = 0.9
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0 = greedy: always the most likely token
     top_k: int = 0  # 0 = off
     seed: int = 0
 
@@ -36,8 +36,8 @@ class SamplingConfig:
             raise ValueError("max_new_tokens must be >= 1")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError("top_p must be in (0, 1]")
-        if self.temperature <= 0:
-            raise ValueError("temperature must be > 0 (use a small value for near-greedy)")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0 (0 = greedy: the most likely token)")
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
 

@@ -48,8 +48,11 @@ def nucleus_sample(logits: torch.Tensor, uniforms: torch.Tensor, *, temperature:
     TOP_P_TOLERANCE). Exact, but avoids sorting the whole vocabulary: the nucleus is looked
     for among the top 64 tokens, then 1,024, 8,192, then all, for the rows that need more.
     Candidates are ordered by descending logit; `uniforms` holds one number per row.
+    Temperature 0 is greedy decoding: the most likely token (the lowest id among equals).
     """
     logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(dim=-1)
     if temperature != 1.0:
         logits = logits / temperature
     vocab = logits.shape[-1]

@@ -41,16 +41,17 @@ def register(sub) -> None:
 
 
 def resolve_config(args) -> RunConfig:
-    from ..config import load_yaml_config
+    from ..config import build_config, load_yaml_config
 
-    values = load_yaml_config(args.config) if args.config else {}
+    from_file = load_yaml_config(args.config) if args.config else {}
+    values = dict(from_file)
     for field, _, _ in FLAGS.values():
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
     for field in ("methods", "scorers"):
         if getattr(args, field):
             values[field] = getattr(args, field)
-    return RunConfig(**values)
+    return build_config(values, args.config, from_file)
 
 
 def run(args) -> int:

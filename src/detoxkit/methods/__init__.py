@@ -7,7 +7,7 @@ of detoxkit/specs.py); a list of specs is applied in order.
 from __future__ import annotations
 
 from ..errors import DetoxkitError
-from ..specs import Spec, parse_spec
+from ..specs import Spec, construct, parse_spec
 from .base import DetoxMethod, LogitsTransform
 
 
@@ -24,11 +24,7 @@ def build_method(specs: "list[str | Spec] | str | Spec | DetoxMethod") -> DetoxM
         spec = text if isinstance(text, Spec) else parse_spec(text)
         if spec.arg is not None:
             raise DetoxkitError(f"method spec '{text}': expected key=value, got '{spec.arg}'")
-        cls = METHODS.load(spec.name)
-        try:
-            methods.append(cls(**spec.settings))
-        except TypeError as exc:
-            raise DetoxkitError(f"method '{spec.name}': bad settings {spec.settings}: {exc}") from None
+        methods.append(construct("method", spec.name, METHODS.load(spec.name), spec.settings))
     if len(methods) == 1:
         return methods[0]
     return Chain(methods)

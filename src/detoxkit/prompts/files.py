@@ -1,7 +1,7 @@
 """Reading prompt files: RealToxicityPrompts JSONL, and generic JSONL / CSV / Parquet.
 
-Bad rows (malformed JSON, invalid UTF-8, missing or empty text, bad numbers,
-duplicate ids) go through one policy object: on_bad="error" raises an
+Bad rows (malformed JSON, invalid UTF-8, missing or empty text, text holding a NUL
+character, bad numbers, duplicate ids) go through one policy object: on_bad="error" raises an
 InputError naming the file, line and field at the first one; on_bad="skip"
 records it in PromptSet.skipped and goes on. Files are read as bytes and decoded
 line by line, so invalid UTF-8 is reported with its line number.
@@ -224,6 +224,9 @@ def _text(value: Any, rec: Record, field: str, bad: BadRows) -> str | None:
         return None
     if not value.strip():
         bad.at(rec, "empty prompt (blank or whitespace only)", field)
+        return None
+    if "\x00" in value:  # NUL ends strings in C tokenizers and breaks many tools downstream
+        bad.at(rec, "the text holds a NUL character (\\x00)", field)
         return None
     return value
 

@@ -30,6 +30,9 @@ def load_prompts(spec: str | Path, *, limit: int | None = None, seed: int = 0,
         pset = PROMPTS.load(spec_str)(on_bad=on_bad)
     else:
         path = Path(spec_str).expanduser()
+        if path.is_dir():
+            raise InputError("is a directory; --prompts takes a prompt file (.jsonl, .csv, .tsv, "
+                             ".parquet) or a registered name (`detoxkit ls prompts`)", path=spec_str)
         if path.exists():
             pset = read_prompt_file(path, text_field=text_field, on_bad=on_bad)
         elif "/" in spec_str or "\\" in spec_str or path.suffix.lower() in FORMATS:

@@ -95,18 +95,23 @@ def scorer_arguments(spec: str) -> tuple[str, dict]:
 
 def load_scorer(spec: str, device: str = "cpu", batch_size: int | None = None, **kwargs) -> Scorer:
     """The scorer a spec names, built once per process and settings."""
-    from ..errors import DetoxkitError
     from ..registry import SCORERS
+    from ..specs import construct
 
     key = (spec, device, batch_size, tuple(sorted(kwargs.items())))
     if key not in _INSTANCES:
         name, settings = scorer_arguments(spec)
-        cls = SCORERS.load(name)
         settings.update(kwargs)
         if batch_size:
             settings["batch_size"] = batch_size
-        try:
-            _INSTANCES[key] = cls(device=device, **settings)
-        except TypeError as exc:
-            raise DetoxkitError(f"scorer '{spec}': bad settings {settings}: {exc}") from None
+        _INSTANCES[key] = construct("scorer", name, SCORERS.load(name), settings, device=device)
     return _INSTANCES[key]
+
+
+def check_scorer_spec(spec: str) -> None:
+    """Check a scorer spec's name and setting names without loading its model."""
+    from ..registry import SCORERS
+    from ..specs import check_settings
+
+    name, settings = scorer_arguments(spec)
+    check_settings("scorer", name, SCORERS.load(name), settings, hidden=("device",))

@@ -18,7 +18,6 @@ attribute, "toxicity", the calibrated probability that a text is offensive.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +51,8 @@ def encoder_version() -> str:
 
 
 def load_encoder(path: Path | None = None):
-    """(tokenizer, BertModel) from the packaged all-MiniLM-L6-v2, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """(tokenizer, BertModel) from the packaged all-MiniLM-L6-v2, offline (local files only,
+    for this call: the process's own hub setting is left as it is)."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -62,8 +61,8 @@ def load_encoder(path: Path | None = None):
     hf_logging.set_verbosity_error()
     try:
         hf_logging.disable_progress_bar()
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, use_safetensors=True, local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
     return tokenizer, model
