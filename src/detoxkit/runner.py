@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import platform
 import shutil
 import time
@@ -33,6 +34,8 @@ VERSIONED_PACKAGES = ("detoxkit", "torch", "transformers", "tokenizers", "numpy"
 
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
+    if os.environ.get("MKL_CBWR"):  # MKL's reproducibility mode changes the last bits of logits
+        out["MKL_CBWR"] = os.environ["MKL_CBWR"]
     for name in VERSIONED_PACKAGES:
         try:
             out[name] = importlib.metadata.version(name)
