@@ -129,3 +129,19 @@ def test_temperature_zero_is_greedy():
     probs = [0.2, 0.5, 0.3]
     assert draw(probs, n=50, temperature=0) == [0.0, 1.0, 0.0]
     assert draw(probs, n=50, temperature=0, top_p=0.1, top_k=2) == [0.0, 1.0, 0.0]
+
+
+def test_top_p_per_row():
+    """A method that truncates itself asks for its own top-p on its rows (NaN: the run's)."""
+    from detoxkit.backends.hf.sampler import row_top_p
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    n = 4000
+    logits = torch.log(probs).expand(n, 4)
+    seeds = [sample_seed(0, "p", i) for i in range(n)]
+    per_row = row_top_p(0.5, torch.tensor([float("nan"), 1.0]).repeat(n // 2))
+    tokens = nucleus_sample(logits, step_uniforms(seeds, 0), top_p=per_row)
+    first, second = tokens[0::2], tokens[1::2]
+    assert set(first.tolist()) == {0}  # the run's top-p 0.5: the top token only
+    freq = torch.bincount(second, minlength=4).double() / len(second)
+    assert freq.tolist() == pytest.approx([0.5, 0.3, 0.15, 0.05], abs=0.03)

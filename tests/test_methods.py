@@ -118,7 +118,7 @@ def test_ls_lists_every_method():
 
 
 def test_bad_settings_are_clear_errors():
-    with pytest.raises(DetoxkitError, match="bad settings"):
+    with pytest.raises(DetoxkitError, match="unknown setting .colour."):
         build_method("wordban:colour=red")
     with pytest.raises(DetoxkitError, match="wrap"):
         build_method("gate:threshold=0.5")

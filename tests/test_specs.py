@@ -46,7 +46,9 @@ def test_methods_and_scorers_read_the_same_grammar():
     assert gate.inner.settings()["strength"] == 7.0 and gate.inner.min_effect == 0.1
     assert gate.threshold == 0.2
     assert load_scorer("profanity-svm:batch_size=7").batch_size == 7
-    with pytest.raises(DetoxkitError, match="bad settings"):
+    with pytest.raises(DetoxkitError, match="unknown setting 'colour'"):
         load_scorer("profanity-svm:colour=red")
-    with pytest.raises(DetoxkitError, match="bad settings"):
+    with pytest.raises(DetoxkitError, match="unknown setting 'colour'"):
         build_method("cfl:colour=red")
+    with pytest.raises(DetoxkitError, match="bad settings"):
+        build_method("cfl:strength=loud")

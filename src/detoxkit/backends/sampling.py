@@ -41,43 +41,45 @@ def step_uniforms(seeds: list[int], step: int) -> torch.Tensor:
 
 
 def nucleus_sample(logits: torch.Tensor, uniforms: torch.Tensor, *, temperature: float = 1.0,
-                   top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+                   top_p: "float | torch.Tensor" = 1.0, top_k: int = 0) -> torch.Tensor:
     """Temperature, top-k, then nucleus (top-p) sampling by inverse CDF, one token per row.
 
     The nucleus is the smallest set of most likely tokens whose mass reaches top_p (within
-    TOP_P_TOLERANCE). Exact, but avoids sorting the whole vocabulary: the nucleus is looked
-    for among the top 64 tokens, then 1,024, 8,192, then all, for the rows that need more.
-    Candidates are ordered by descending logit; `uniforms` holds one number per row.
-    Temperature 0 is greedy decoding: the most likely token (the lowest id among equals).
+    TOP_P_TOLERANCE); `top_p` is one value, or one per row. Exact, but avoids sorting the whole
+    vocabulary: the nucleus is looked for among the top 64 tokens, then 1,024, 8,192, then all,
+    for the rows that need more. Candidates are ordered by descending logit; `uniforms` holds
+    one number per row. Temperature 0 is greedy decoding: the most likely token (the lowest id
+    among equals).
     """
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
     if temperature != 1.0:
         logits = logits / temperature
-    vocab = logits.shape[-1]
-    tokens = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-    rows = torch.arange(logits.shape[0], device=logits.device)
+    n, vocab = logits.shape
+    row_p = torch.as_tensor(top_p, dtype=torch.float64, device=logits.device).expand(n)
+    tokens = torch.empty(n, dtype=torch.long, device=logits.device)
+    rows = torch.arange(n, device=logits.device)
     limit = min(top_k, vocab) if top_k else vocab
     # top-k renormalizes among the k best (as transformers' warpers do)
     lse = (torch.logsumexp(torch.topk(logits, limit).values, dim=-1) if top_k
            else torch.logsumexp(logits, dim=-1)).double()
-    if top_p >= 1.0 and not top_k:  # plain sampling: the CDF in token-id order needs no sort
+    if bool((row_p >= 1.0).all()) and not top_k:  # plain sampling: no sort needed
         cdf = torch.exp(logits.double() - lse[:, None]).cumsum(dim=-1)
         target = uniforms.to(cdf.device)[:, None].double() * cdf[:, -1:]
         return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=vocab - 1)
-    reached = top_p - TOP_P_TOLERANCE
+    reached = row_p - TOP_P_TOLERANCE
     for k in (64, 1024, 8192, limit):
         k = min(k, limit)
         values, index = torch.topk(logits[rows], k, dim=-1)
         cum = torch.exp(values.double() - lse[rows, None]).cumsum(dim=-1)
-        complete = (cum[:, -1] >= reached) | (k == limit)
+        complete = (cum[:, -1] >= reached[rows]) | (k == limit)
         if complete.any():
             c = complete.nonzero().squeeze(-1)
             cum_c = cum[c]
             # keep a token while the tokens ranked above it have not reached top_p
             above = torch.cat([torch.zeros_like(cum_c[:, :1]), cum_c[:, :-1]], dim=-1)
-            n_keep = (above < reached).sum(dim=-1).clamp_(min=1)
+            n_keep = (above < reached[rows[c], None]).sum(dim=-1).clamp_(min=1)
             mass = cum_c.gather(-1, (n_keep - 1)[:, None])
             target = uniforms.to(cum_c.device)[rows[c], None].double() * mass
             pos = torch.searchsorted(cum_c, target, right=True).squeeze(-1)

@@ -6,6 +6,8 @@ of detoxkit/specs.py); a list of specs is applied in order.
 
 from __future__ import annotations
 
+import torch
+
 from ..errors import DetoxkitError
 from ..specs import Spec, construct, parse_spec
 from .base import DetoxMethod, LogitsTransform
@@ -35,15 +37,26 @@ class _ChainTransform(LogitsTransform):
         self.transforms = transforms
 
     def __call__(self, input_ids, logits):
+        self.top_p_override = None
         for t in self.transforms:
             self.share_context(t)
             logits = t(input_ids, logits)
+            self.top_p_override = merge_top_p(self.top_p_override, t.top_p_override)
         return logits
 
     def skip(self, input_ids, logits):
         for t in self.transforms:
             self.share_context(t)
             t.skip(input_ids, logits)
+
+
+def merge_top_p(current: "torch.Tensor | None", new: "torch.Tensor | None") -> "torch.Tensor | None":
+    """Per-row top-p overrides of a chain: a later method's override wins where it sets one."""
+    if new is None:
+        return current
+    if current is None:
+        return new
+    return torch.where(torch.isnan(new), current, new)
 
 
 class Chain(DetoxMethod):

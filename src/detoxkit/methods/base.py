@@ -32,15 +32,28 @@ class LogitsTransform(ABC):
     # The call's generation length, set by detoxkit's sampler before the first step (methods that
     # look ahead, e.g. TRACE, plan up to it); None through model.generate (use a method setting).
     max_new_tokens: int | None = None
+    # This step's uniform number per row, the one the sampler draws the token with, and the
+    # call's SamplingConfig: a method that needs the token plain sampling would draw (GTA's
+    # candidate) computes it exactly. Set by detoxkit's sampler; None through model.generate.
+    step_uniforms: torch.Tensor | None = None
+    sampling: Any = None
+    # Set by a transform during __call__ when it truncates the distribution itself: the top-p
+    # the sampler must use for this step, per row (NaN: the run's top-p). DExperts' reference,
+    # say, filters the base logits at 0.9 and samples its ensemble with p = 1.
+    top_p_override: torch.Tensor | None = None
 
     @abstractmethod
     def __call__(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> torch.FloatTensor:
         ...
 
     def share_context(self, inner: "LogitsTransform") -> None:
-        """Hand this step's context (mask, generation length) to a wrapped transform."""
+        """Hand this step's context (mask, generation length, uniforms, sampling config) to a
+        wrapped transform, and clear its top-p override of the previous step."""
         inner.attention_mask = self.attention_mask
         inner.max_new_tokens = self.max_new_tokens
+        inner.step_uniforms = self.step_uniforms
+        inner.sampling = self.sampling
+        inner.top_p_override = None
 
     def skip(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> None:
         """Called instead of __call__ for a step whose logits this transform must not change

@@ -168,10 +168,14 @@ class _GateTransform(LogitsTransform):
                 stats["samples_opened"] += n_first
                 self.ever_open |= first
         self.share_context(self.inner)
+        self.top_p_override = None
         if not n_open:
             self.inner.skip(input_ids, logits)
             return logits
         out = self.inner(input_ids, logits)
+        if self.inner.top_p_override is not None:  # closed rows sample with the run's top-p
+            nan = torch.full_like(self.inner.top_p_override, float("nan"))
+            self.top_p_override = torch.where(is_open, self.inner.top_p_override, nan)
         if n_open == B:
             return out
         return torch.where(is_open[:, None], out, logits)

@@ -70,11 +70,15 @@ class TransformersSampler:
         finished = torch.zeros(n, dtype=torch.bool, device=device)
         lengths = torch.zeros(n, dtype=torch.long, device=device)
         eos = torch.tensor(self.eos_ids, device=device)
+        transform.sampling = cfg
         for step in range(cfg.max_new_tokens):
-            transform.attention_mask = mask
+            uniforms = step_uniforms(seeds, step)
+            transform.attention_mask, transform.step_uniforms = mask, uniforms
+            transform.top_p_override = None
             scores = transform(ids, logits)
-            token = nucleus_sample(scores, step_uniforms(seeds, step), temperature=cfg.temperature,
-                                   top_p=cfg.top_p, top_k=cfg.top_k)
+            token = nucleus_sample(scores, uniforms, temperature=cfg.temperature,
+                                   top_p=row_top_p(cfg.top_p, transform.top_p_override),
+                                   top_k=cfg.top_k)
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             is_eos = torch.isin(token, eos) & ~done
             finished |= is_eos
@@ -108,3 +112,11 @@ def cache_kwarg(model) -> str:
 def cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
+
+
+def row_top_p(run_top_p: float, override: torch.Tensor | None) -> float | torch.Tensor:
+    """The run's top-p, or per row where a method truncated the distribution itself."""
+    if override is None:
+        return run_top_p
+    override = override.double()
+    return torch.where(torch.isnan(override), torch.full_like(override, run_top_p), override)
