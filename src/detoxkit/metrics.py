@@ -38,6 +38,8 @@ class SampleRecord:
     toxicity: float  # NaN when the scorer failed
     nll: float | None = None  # oracle NLL summed over continuation tokens
     oracle_tokens: int = 0
+    nll_published: float | None = None  # the DExperts code's NLL (joint tokenization)
+    tokens_published: int = 0
 
 
 def _per_prompt(records: Iterable[SampleRecord]) -> dict[str, list[SampleRecord]]:
@@ -155,13 +157,15 @@ def diversity_metrics(records: Sequence[SampleRecord]) -> dict:
 def fluency_metrics(records: Sequence[SampleRecord], *, seed: int = 0) -> dict:
     """Perplexity under the oracle: exp(total NLL / total continuation tokens).
 
-    Also the mean of per-sample perplexities (the DExperts code's aggregate).
-    Empty continuations have no tokens and are left out of both.
+    Also the mean of per-sample perplexities, and `perplexity_published`, the DExperts
+    code's figure: the mean of per-sample perplexities below 1e4, each from prompt and
+    continuation tokenized together. Empty continuations have no tokens and are left out.
     """
+    published = published_perplexity(records)
     with_tokens = [r for r in records if r.nll is not None and r.oracle_tokens > 0]
     if not with_tokens:
         return {"perplexity": math.nan, "perplexity_mean_of_samples": math.nan,
-                "n_perplexity_samples": 0}
+                "n_perplexity_samples": 0, **published}
     nll = np.array([r.nll for r in with_tokens])
     toks = np.array([r.oracle_tokens for r in with_tokens], dtype=np.float64)
     per_sample = np.exp(nll / toks)
@@ -178,7 +182,20 @@ def fluency_metrics(records: Sequence[SampleRecord], *, seed: int = 0) -> dict:
         "perplexity_ci": [float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))],
         "perplexity_mean_of_samples": float(per_sample.mean()),
         "n_perplexity_samples": len(with_tokens),
+        **published,
     }
+
+
+PUBLISHED_PPL_CAP = 1e4  # the DExperts code drops samples at or above it
+
+
+def published_perplexity(records: Sequence[SampleRecord]) -> dict:
+    """DExperts' `conditional_perplexity` aggregate: mean of per-sample perplexities < 1e4."""
+    ppl = np.array([math.exp(r.nll_published / r.tokens_published) for r in records
+                    if r.nll_published is not None and r.tokens_published > 0])
+    kept = ppl[ppl < PUBLISHED_PPL_CAP]
+    return {"perplexity_published": float(kept.mean()) if len(kept) else math.nan,
+            "n_perplexity_published_dropped": int(len(ppl) - len(kept))}
 
 
 def all_metrics(records: Sequence[SampleRecord], *, seed: int = 0) -> dict:
@@ -195,7 +212,8 @@ def records_of(rows: list[dict], scorer: str) -> list[SampleRecord]:
         value = (r.get("scores", {}).get(scorer) or {}).get("toxicity")
         out.append(SampleRecord(r["prompt_id"], r["sample_index"], r["text"],
                                 math.nan if value is None else float(value),
-                                r.get("oracle_nll"), r.get("oracle_tokens") or 0))
+                                r.get("oracle_nll"), r.get("oracle_tokens") or 0,
+                                r.get("oracle_nll_published"), r.get("oracle_tokens_published") or 0))
     return out
 
 

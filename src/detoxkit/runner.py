@@ -283,8 +283,10 @@ class Evaluation:
     def _score(self, samples: list[Sample], by_id: dict[str, Prompt]) -> list[dict]:
         texts = [s.text for s in samples]
         scores = {sc.name: sc.score(texts) for sc in self.scorers}
-        nll = (self.oracle.continuation_nll([by_id[s.prompt_id].text for s in samples], texts)
-               if self.oracle else [(None, 0)] * len(samples))
+        prompts = [by_id[s.prompt_id].text for s in samples]
+        nll = self.oracle.continuation_nll(prompts, texts) if self.oracle else [(None, 0)] * len(samples)
+        published = (self.oracle.published_nll(prompts, texts, nll) if self.oracle else None) \
+            or [(None, 0)] * len(samples)
         rows = []
         for j, s in enumerate(samples):
             rows.append({
@@ -294,6 +296,7 @@ class Evaluation:
                 "scores": {name: {a: json_float(v[j]) for a, v in sc.items()}
                            for name, sc in scores.items()},
                 "oracle_nll": nll[j][0], "oracle_tokens": nll[j][1],
+                "oracle_nll_published": published[j][0], "oracle_tokens_published": published[j][1],
             })
         return rows
 

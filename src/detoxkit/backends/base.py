@@ -100,6 +100,12 @@ class Backend(ABC):
         """(summed negative log-likelihood, token count) of each continuation given its prompt;
         (0.0, 0) for an empty continuation."""
 
+    def published_nll(self, prompts: list[str], continuations: list[str],
+                      separate: list[tuple[float, int]]) -> list[tuple[float, int]] | None:
+        """The NLL as the DExperts code measures it (prompt and continuation tokenized together,
+        minus the prompt's own NLL), for `perplexity_published`; None where the backend cannot."""
+        return None
+
     def default_batch_rows(self) -> int:
         """Sequences per generate call when the user does not set --batch-size."""
         return 200

@@ -112,7 +112,8 @@ def pareto_front(runs: list[Run], tox_key: str = "expected_max_toxicity") -> set
 
 
 LEADERBOARD_COLUMNS = ["expected_max_toxicity", "toxicity_probability", "toxicity_probability_at_5",
-                       "toxic_fraction", "perplexity", "distinct_2", "elapsed_s"]
+                       "toxic_fraction", "perplexity", "perplexity_published", "distinct_2",
+                       "elapsed_s"]
 
 
 def leaderboard(runs: list[Run], sort: str = "emt", split: str = "all",
@@ -154,7 +155,7 @@ def leaderboard(runs: list[Run], sort: str = "emt", split: str = "all",
 def comparison_rows(run_dirs: list[str]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the headline metrics of each run directory, for a terminal table."""
     header = ["run", "model", "method", "judge", "EMT", "TP", "TP@5", "toxic frac", "PPL",
-              "dist-1", "dist-2", "dist-3", "n", "failed"]
+              "PPL (as published)", "dist-1", "dist-2", "dist-3", "n", "failed"]
     rows = []
     for d in run_dirs:
         m = RunStore(d).read_json("metrics.json")
@@ -163,6 +164,7 @@ def comparison_rows(run_dirs: list[str]) -> tuple[list[str], list[list[str]]]:
                      format_with_interval(m, "toxicity_probability"),
                      format_value(m.get("toxicity_probability_at_5")),
                      format_value(m.get("toxic_fraction")), format_value(m.get("perplexity"), 2),
+                     format_value(m.get("perplexity_published"), 2),
                      format_value(m.get("distinct_1")), format_value(m.get("distinct_2")),
                      format_value(m.get("distinct_3")),
                      f"{m.get('n_prompts')}x{m.get('samples_per_prompt')}", m.get("n_failed")])

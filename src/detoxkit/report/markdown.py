@@ -66,8 +66,8 @@ def markdown_report(runs: list[Run]) -> str:
         parts.append(f"> **{tag}:** {md_escape(n.message)}")
         parts.append("")
     front = pareto_front(runs)
-    header = ["run", "model", "method", "EMT", "TP@k", "TP@5", "toxic frac", "PPL", "dist-1",
-              "dist-2", "dist-3", "prompts x k"]
+    header = ["run", "model", "method", "EMT", "TP@k", "TP@5", "toxic frac", "PPL",
+              "PPL (as published)", "dist-1", "dist-2", "dist-3", "prompts x k"]
     rows = []
     for r in runs:
         m = r.metrics
@@ -76,7 +76,9 @@ def markdown_report(runs: list[Run]) -> str:
                      format_metric(m, "expected_max_toxicity"), format_metric(m, "toxicity_probability"),
                      format_metric(m, "toxicity_probability_at_5", with_ci=False),
                      format_metric(m, "toxic_fraction", with_ci=False),
-                     format_metric(m, "perplexity"), format_value(m.get("distinct_1")),
+                     format_metric(m, "perplexity"),
+                     format_metric(m, "perplexity_published", with_ci=False),
+                     format_value(m.get("distinct_1")),
                      format_value(m.get("distinct_2")), format_value(m.get("distinct_3")),
                      f"{m.get('n_prompts')} x {r.k}"])
     parts += [md_table(header, rows), ""]

@@ -40,7 +40,10 @@ METRICS: list[MetricDef] = [
     MetricDef("perplexity", "PPL", "perplexity of the continuations under the oracle LM "
               "(token-weighted)", "lower", 2, aliases=("ppl",)),
     MetricDef("perplexity_mean_of_samples", "PPL (mean of samples)", "mean of per-sample "
-              "perplexities (the DExperts code's aggregate)", "lower", 2, aliases=("ppl-mean",)),
+              "perplexities, no filter", "lower", 2, aliases=("ppl-mean",)),
+    MetricDef("perplexity_published", "PPL (as published)", "the DExperts code's perplexity: "
+              "mean of per-sample perplexities below 1e4, prompt and continuation tokenized "
+              "together", "lower", 2, aliases=("ppl-published", "ppl-pub")),
     MetricDef("distinct_1", "dist-1", "unique unigrams / words, per prompt, averaged "
               "(DExperts definition)", "higher", aliases=("dist-1", "dist1")),
     MetricDef("distinct_2", "dist-2", "unique bigrams / words, per prompt, averaged "

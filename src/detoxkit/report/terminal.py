@@ -35,7 +35,8 @@ def print_summary(metrics: dict, run_dir: str | Path) -> None:
           f"judged by: {metrics.get('scorer', {}).get('name')} {metrics.get('scorer', {}).get('version')}")
     print(table(rows, header))
     print(f"perplexity under {oracle.get('name', 'no oracle')}: "
-          f"{format_with_interval(metrics, 'perplexity', 2)}   "
+          f"{format_with_interval(metrics, 'perplexity', 2)} "
+          f"(as published: {format_value(metrics.get('perplexity_published'), 2)})   "
           f"distinct-1/2/3: {format_value(metrics.get('distinct_1'))} / "
           f"{format_value(metrics.get('distinct_2'))} / {format_value(metrics.get('distinct_3'))}")
     if metrics.get("n_skipped_prompts"):

@@ -43,6 +43,12 @@ class HFBackend(Backend):
 
         return continuation_nll(self.lm, prompts, continuations, batch_size=self.nll_batch_size)
 
+    def published_nll(self, prompts: list[str], continuations: list[str],
+                      separate: list[tuple[float, int]]) -> list[tuple[float, int]]:
+        from .loglik import published_nll
+
+        return published_nll(self.lm, prompts, continuations, separate, batch_size=self.nll_batch_size)
+
     def default_batch_rows(self) -> int:
         # CPU: ~8 prompts x 25 samples per forward; a GPU takes much more
         return 1024 if str(self.lm.model.device).startswith("cuda") else 200

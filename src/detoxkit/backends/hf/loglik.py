@@ -38,6 +38,41 @@ def continuation_nll(lm: LoadedLM, prompts: list[str], continuations: list[str],
     return results
 
 
+@torch.inference_mode()
+def published_nll(lm: LoadedLM, prompts: list[str], continuations: list[str],
+                  separate: list[tuple[float, int]], batch_size: int = 16) -> list[tuple[float, int]]:
+    """The DExperts code's conditional NLL: NLL(tokens(prompt + continuation)) minus
+    NLL(tokens(prompt)), over len(joint) - len(prompt) tokens (its `conditional_perplexity`).
+
+    Where the joint tokenization is the prompt's tokens followed by the continuation's (the
+    common case), that is exactly the `separate` value; only the other pairs cost forwards."""
+    tok = lm.tokenizer
+    out = list(separate)
+    redo: list[tuple[int, list[int], list[int]]] = []
+    for i, (p, c) in enumerate(zip(prompts, continuations)):
+        if not c:
+            out[i] = (0.0, 0)
+            continue
+        joint = tok(p + c, add_special_tokens=True)["input_ids"]
+        prompt = tok(p, add_special_tokens=True)["input_ids"]
+        if joint != prompt + tok(c, add_special_tokens=False)["input_ids"]:
+            redo.append((i, joint, prompt))
+    if not redo:
+        return out
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    seqs = list({tuple(s): None for _, j, p in redo for s in (j, p) if len(s) > 1})
+    total: dict[tuple[int, ...], float] = {}
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start:start + batch_size]
+        for s, (value, _) in zip(chunk, _batch_nll(lm.model, [list(x) for x in chunk],
+                                                   [len(x) - 1 for x in chunk], pad_id)):
+            total[s] = value  # summed over every token but the first
+    for i, joint, prompt in redo:
+        n = len(joint) - len(prompt)
+        out[i] = (total.get(tuple(joint), 0.0) - total.get(tuple(prompt), 0.0), n) if n > 0 else (0.0, 0)
+    return out
+
+
 def _batch_nll(model, seqs: list[list[int]], cont_lens: list[int],
                pad_id: int) -> list[tuple[float, int]]:
     ids, mask = left_pad(seqs, pad_id)  # every continuation ends at the last column
