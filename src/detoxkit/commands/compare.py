@@ -8,7 +8,9 @@ def register(sub) -> None:
         "compare", help="leaderboard of runs sorted by a metric",
         description="Rank finished runs by one metric (best first: lower toxicity and "
                     "perplexity, higher diversity). 'pareto' marks runs no other run beats on "
-                    "both EMT and perplexity.")
+                    "both EMT and perplexity. For EMT, TP, toxic fraction and perplexity, the last "
+                    "column is each run's paired difference with the top run (prompts resampled "
+                    "jointly); '~0' marks a difference not distinguishable from zero.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN")
     parser.add_argument("--sort", default="expected_max_toxicity", metavar="METRIC",
                         help="metric key from metrics.json or a short name (emt, tp, tp5, ppl, "

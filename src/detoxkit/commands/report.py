@@ -28,15 +28,19 @@ def register(sub) -> None:
     parser.add_argument("--attributed-samples", type=int, default=3, metavar="N",
                         help="HTML: samples per prompt and run to attribute (default 3)")
     parser.add_argument("--title", help="HTML: page title")
+    parser.add_argument("--baseline", metavar="RUN", help="the run the others are compared with, "
+                        "paired on the same prompts (default: the first RUN)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..report import comparability_notices, comparison_rows, load_runs, markdown_report, table
+    from ..report import (comparability_notices, comparison_rows, load_runs, markdown_report,
+                          paired_rows, table)
 
     runs = load_runs(args.run_dirs)
+    base = baseline_of(runs, args.baseline)
     if args.markdown is not None:
-        text = markdown_report(runs)
+        text = markdown_report(runs, base=base)
         if args.markdown == "-":
             sys.stdout.write(text)
         else:
@@ -49,7 +53,7 @@ def run(args) -> int:
 
         out = write_html(runs, _path(args.html), attribution=args.attribution,
                          drilldown=args.drilldown, attributed_samples=args.attributed_samples,
-                         title=args.title)
+                         title=args.title, base=base)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; open it in any browser, "
               "no network needed)", file=sys.stderr)
     if args.markdown == "-":
@@ -58,10 +62,32 @@ def run(args) -> int:
     for row, r in zip(rows, runs):
         row[0] = r.label
     print(table(rows, header))
+    if len(runs) > 1:
+        title, header, rows, notes = paired_rows(runs, base)
+        if rows:
+            print(f"\n{title}")
+            print(table(rows, header))
+        for note in notes:
+            print(f"note: {note}")
     for n in comparability_notices(runs):
         if n.level == "warning":
             print(f"WARNING: {n.message}")
     return 0
+
+
+def baseline_of(runs, wanted: str | None):
+    """The run named by --baseline (its directory or label), else the first run."""
+    from pathlib import Path
+
+    from ..errors import DetoxkitError
+
+    if wanted is None:
+        return runs[0]
+    for r in runs:
+        if r.label == wanted or Path(r.path).resolve() == Path(wanted).resolve():
+            return r
+    raise DetoxkitError(f"--baseline {wanted} is not one of the runs given "
+                        f"({', '.join(r.label for r in runs)})")
 
 
 def _path(text: str):

@@ -140,6 +140,9 @@ def leaderboard(runs: list[Run], sort: str = "emt", split: str = "all",
         metric_def(c).label + (" (sorted)" if c == key else "") for c in cols]
     if front:
         header.append("pareto")
+    vs_best = _paired_with_best(ordered, key) if split == "all" else {}
+    if vs_best:
+        header.append(f"vs #1 (paired {metric_def(key).label})")
     versions_differ = len({r.judge_label for r in runs}) > len({r.judge.get("name") for r in runs})
     rows = []
     for i, r in enumerate(ordered, 1):
@@ -148,8 +151,21 @@ def leaderboard(runs: list[Run], sort: str = "emt", split: str = "all",
             format_metric(blocks[r.label], c, with_ci=(c == key)) for c in cols]
         if front:
             row.append("*" if r.label in front else "")
+        if vs_best:
+            row.append(vs_best.get(r.label, "-"))
         rows.append(row)
     return header, rows, key
+
+
+def _paired_with_best(ordered: list[Run], key: str) -> dict[str, str]:
+    """Each run's paired difference with the top run on `key` ('~0': a tie in effect)."""
+    from ..paired import PAIRED_METRICS
+
+    if key not in PAIRED_METRICS or len(ordered) < 2:
+        return {}
+    best, diffs, _ = paired_against(ordered, ordered[0])
+    return {label: format_difference(d[key], 2 if key == "perplexity" else 3)
+            for label, d in diffs.items() if key in d}
 
 
 def comparison_rows(run_dirs: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -169,3 +185,53 @@ def comparison_rows(run_dirs: list[str]) -> tuple[list[str], list[list[str]]]:
                      format_value(m.get("distinct_3")),
                      f"{m.get('n_prompts')}x{m.get('samples_per_prompt')}", m.get("n_failed")])
     return header, rows
+
+
+# ---- paired differences -------------------------------------------------------------------
+
+def paired_against(runs: list[Run], base: Run | None = None) -> tuple[Run, dict, list[str]]:
+    """(base, {run label: {metric: Difference}}, notes): every other run against `base` (the
+    first run by default), judged by the judge both share, prompts resampled jointly."""
+    from ..metrics import records_of
+    from ..paired import paired_differences
+
+    base = base or runs[0]
+    judge = base.judge.get("name")
+    base_records = records_of(base.generations(), judge)
+    out, notes = {}, []
+    for r in runs:
+        if r is base:
+            continue
+        if r.judge.get("name") != judge:
+            notes.append(f"{r.label} is judged by {r.judge.get('name')}, {base.label} by {judge}: "
+                         "no paired difference")
+            continue
+        diffs = paired_differences(base_records, records_of(r.generations(), judge),
+                                   seed=int(base.metrics.get("seed") or 0))
+        if not diffs:
+            notes.append(f"{r.label} shares no scored prompt with {base.label}: no paired difference")
+            continue
+        out[r.label] = diffs
+    return base, out, notes
+
+
+def format_difference(d, digits: int = 3) -> str:
+    """'-0.041 [-0.060, -0.022]', with ' (~0)' when the interval holds 0."""
+    text = (f"{d.difference:+.{digits}f} [{d.ci[0]:+.{digits}f}, {d.ci[1]:+.{digits}f}]")
+    return text if d.distinguishable else text + " (~0)"
+
+
+def paired_rows(runs: list[Run], base: Run | None = None) -> tuple[str, list[str], list[list[str]], list[str]]:
+    """(title, header, rows, notes) of a table of paired differences against the base run."""
+    from ..paired import PAIRED_METRICS
+
+    base, diffs, notes = paired_against(runs, base)
+    header = ["run"] + [metric_def(k).label for k in PAIRED_METRICS] + ["prompts"]
+    rows = []
+    for label, d in diffs.items():
+        n = next(iter(d.values())).n_prompts
+        rows.append([label] + [format_difference(d[k], 2 if k == "perplexity" else 3) if k in d
+                               else "-" for k in PAIRED_METRICS] + [str(n)])
+    title = (f"Paired differences vs {base.label} (run - {base.label}; 95% interval with prompts "
+             "resampled jointly; ~0: not distinguishable from zero)")
+    return title, header, rows, notes

@@ -27,8 +27,8 @@ from .escaping import esc, script_json
 from .figures import groups_figure, splits_figure, tradeoff_figure
 from .metric_defs import as_float, metric_value
 from .runs import Run, load_runs, method_label, model_text
-from .tables import (group_table, metrics_table, notices_html, provenance_table, scorers_table,
-                     splits_table, versions_table)
+from .tables import (group_table, metrics_table, notices_html, paired_table, provenance_table,
+                     scorers_table, splits_table, versions_table)
 
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; "
@@ -42,7 +42,8 @@ def static_text(name: str) -> str:
 
 
 def build_html(runs: list[Run] | Sequence[str | Path], *, attribution: Any = "auto",
-               drilldown: int = 30, attributed_samples: int = 3, title: str | None = None) -> str:
+               drilldown: int = 30, attributed_samples: int = 3, title: str | None = None,
+               base: Run | None = None) -> str:
     """The report page as one string (see the module docstring for what it holds)."""
     try:
         from plotly.offline import get_plotlyjs
@@ -104,6 +105,9 @@ def build_html(runs: list[Run] | Sequence[str | Path], *, attribution: Any = "au
             f'<p class="caption">Expected maximum toxicity and toxicity probability of each run, '
             f'over all prompts and split into toxic (prompt toxicity ≥ 0.5) and non-toxic prompts. '
             f'{judged}</p>' + splits_table(runs))
+
+    if len(runs) > 1:
+        section("paired", "Paired differences", paired_table(runs, base))
 
     section("metrics", "Every metric",
             '<p class="caption">Every number recorded in each run\'s metrics.json, with 95% '

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .compare import comparability_notices, pareto_front
+from .compare import comparability_notices, paired_rows, pareto_front
 from .metric_defs import (format_metric, format_value, in_catalogue, metric_block, metric_def,
                           metric_keys)
 from .runs import Run, method_label
@@ -51,7 +51,7 @@ def _group_rows(runs: list[Run], key: str) -> list[list[str]]:
     return rows
 
 
-def markdown_report(runs: list[Run]) -> str:
+def markdown_report(runs: list[Run], base: Run | None = None) -> str:
     """A Markdown report for papers and pull requests: results, splits, groups, provenance."""
     parts = ["## detoxkit report", ""]
     judges = sorted({r.judge_label for r in runs})
@@ -82,6 +82,11 @@ def markdown_report(runs: list[Run]) -> str:
                      format_value(m.get("distinct_2")), format_value(m.get("distinct_3")),
                      f"{m.get('n_prompts')} x {r.k}"])
     parts += [md_table(header, rows), ""]
+    if len(runs) > 1:
+        title, p_header, p_rows, notes = paired_rows(runs, base)
+        if p_rows:
+            parts += [f"### {title}", "", md_table(p_header, p_rows), ""]
+        parts += [f"> note: {md_escape(n)}" for n in notes] + ([""] if notes else [])
     extra = [k for k in metric_keys(runs) if not in_catalogue(k)]
     if extra or any(r.metrics.get("elapsed_s") is not None for r in runs):
         keys = ["elapsed_s"] + extra

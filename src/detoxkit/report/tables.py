@@ -191,3 +191,19 @@ def notices_html(notices: list[Notice]) -> str:
     return "".join(f'<div class="notice {n.level}" role="{"alert" if n.level == "warning" else "note"}">'
                    f'<strong>{"Warning" if n.level == "warning" else "Note"}:</strong> '
                    f'{esc(n.message)}</div>' for n in notices)
+
+
+def paired_table(runs: list[Run], base: Run | None = None) -> str:
+    """Each run minus the base run, with paired 95% intervals (prompts resampled jointly)."""
+    from .compare import paired_rows
+
+    title, header, rows, notes = paired_rows(runs, base)
+    body = "".join("<tr>" + f'<th scope="row">{esc(row[0])}</th>' + "".join(
+        f'<td class="num{"" if "~0" in c else " best"}">{esc(c)}</td>' for c in row[1:-1])
+        + f'<td class="num">{esc(row[-1])}</td></tr>' for row in rows)
+    table = (f'<table class="paired"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in header)}'
+             f'</tr></thead><tbody>{body}</tbody></table>' if rows else "")
+    caption = (f'<p class="caption">{esc(title)}. Per-run intervals overlap for most pairs of runs '
+               'on the same prompts; the paired interval removes the prompt-to-prompt variation '
+               'both runs share. Bold: distinguishable from zero.</p>')
+    return caption + table + "".join(f'<p class="caption">Note: {esc(n)}</p>' for n in notes)
