@@ -46,13 +46,28 @@ class RunConfig:
     scorers: list[str] = field(default_factory=list)  # first one judges; empty = default
     oracle: str = "auto"  # perplexity LM: auto | none | a model spec
     on_bad: str = "error"  # bad prompts: error | skip (skips are counted)
+    prompt_format: str = "raw"  # raw: continue the text | chat: a user turn (see detoxkit/chat.py)
+    instruction: str | None = None  # chat: the user turn around the prompt (None: the default)
+    system_prompt: str | None = None  # chat: an optional system turn
     # execution only: do not change the samples, so they are not hashed
     device: str = "cpu"
     dtype: str = "auto"
     batch_size: int = 0  # sequences per forward; 0 = choose automatically
     out: str | None = None
+    base_url: str | None = None  # API backends: the server
+    api_key_env: str = "OPENAI_API_KEY"  # API backends: the variable holding the key
+    api_concurrency: int = 8  # API backends: requests in flight
+    api_rps: float = 0.0  # API backends: requests started per second (0: no cap)
+    api_timeout: float = 60.0  # API backends: seconds per request
+    api_retries: int = 5  # API backends: retries of a failed request
+    api_samples_per_request: int = 1  # API backends: `n` per request (1: each sample its seed)
 
-    EXECUTION_FIELDS = ("device", "dtype", "batch_size", "out")
+    EXECUTION_FIELDS = ("device", "dtype", "batch_size", "out", "base_url", "api_key_env",
+                        "api_concurrency", "api_rps", "api_timeout", "api_retries",
+                        "api_samples_per_request")
+    # Fields added after runs existed: left out of the hash at their default, so that those
+    # runs keep their hash and resume.
+    HASHED_UNLESS_DEFAULT = {"prompt_format": "raw", "instruction": None, "system_prompt": None}
 
     def __post_init__(self):
         if not self.scorers:
@@ -85,13 +100,27 @@ class RunConfig:
         if not DEVICE.fullmatch(str(self.device)):
             raise InputError(f"must be cpu, cuda, cuda:N, mps or auto, not {self.device!r}",
                              field="device")
+        if self.prompt_format not in ("raw", "chat"):
+            raise InputError(f"must be raw or chat, not {self.prompt_format!r}", field="prompt_format")
+        if self.prompt_format == "raw" and (self.instruction or self.system_prompt):
+            raise InputError("applies to --prompt-format chat only",
+                             field="instruction" if self.instruction else "system_prompt")
+        if self.instruction is not None and "{prompt}" not in self.instruction:
+            raise InputError("must hold {prompt}, where the prompt's text goes", field="instruction")
+        for name in ("api_concurrency", "api_samples_per_request"):
+            if getattr(self, name) < 1:
+                raise InputError(f"must be >= 1, not {getattr(self, name)}", field=name)
+        if self.api_rps < 0 or self.api_timeout <= 0 or self.api_retries < 0:
+            bad = "api_rps" if self.api_rps < 0 else "api_timeout" if self.api_timeout <= 0 else "api_retries"
+            raise InputError(f"out of range ({getattr(self, bad)})", field=bad)
         for name in ("methods", "scorers"):
             if not getattr(self, name) or not all(isinstance(x, str) and x.strip()
                                                    for x in getattr(self, name)):
                 raise InputError("must be a non-empty list of specs", field=name)
 
     def hashed_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in self.EXECUTION_FIELDS}
+        return {k: v for k, v in asdict(self).items() if k not in self.EXECUTION_FIELDS
+                and not (k in self.HASHED_UNLESS_DEFAULT and v == self.HASHED_UNLESS_DEFAULT[k])}
 
     def config_hash(self) -> str:
         blob = json.dumps(self.hashed_fields(), sort_keys=True).encode()
@@ -162,6 +191,8 @@ def _check_type(key: str, value: Any, path: Path, line: int | None) -> None:
     expected = {
         "limit": (int, type(None)), "samples": int, "max_new_tokens": int, "top_k": int,
         "seed": int, "batch_size": int, "top_p": (float, int), "temperature": (float, int),
+        "api_concurrency": int, "api_retries": int, "api_samples_per_request": int,
+        "api_rps": (float, int), "api_timeout": (float, int),
         "methods": (list, str), "scorers": (list, str),
     }.get(key, (str, type(None)))
     if isinstance(value, bool) or not isinstance(value, expected):

@@ -222,6 +222,8 @@ def compute_metrics(store, prov: dict, skipped: list[dict] | None = None) -> dic
     from .prompts import TOXIC_THRESHOLD
 
     rows = store.generations()
+    failed = [r for r in rows if r.get("failed")]
+    rows = [r for r in rows if not r.get("failed")]
     prompts = {p["prompt_id"]: p for p in _read_prompts(store)}
     seed = prov.get("seed", 0)
     judge = prov["scorer"]["name"]
@@ -256,8 +258,18 @@ def compute_metrics(store, prov: dict, skipped: list[dict] | None = None) -> dic
         "seed": seed, "versions": prov.get("versions", {}),
         "samples_per_prompt": prov.get("config", {}).get("samples"),
         "n_skipped_prompts": len(skipped or []),
+        # samples the backend could not draw (an API that kept failing): counted, never scored
+        "n_generation_failed": len(failed),
+        "generation_failures": _count_reasons(failed),
     })
     return metrics
+
+
+def _count_reasons(failed: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in failed:
+        out[r["failed"]] = out.get(r["failed"], 0) + 1
+    return out
 
 
 def _read_prompts(store) -> list[dict]:

@@ -101,15 +101,18 @@ METHODS.register("vocab-shift", "detoxkit.methods.tables:VocabShift", "add a lea
 METHODS.register("cfl", "detoxkit.methods.tables:CFL", "penalise tokens by their causal effect on a scorer (CFL token table)")
 METHODS.register("dexperts", "detoxkit.methods.experts:DExperts", "base + alpha*(expert - anti-expert), LoRA experts on the generator (transformers)")
 METHODS.register("gedi", "detoxkit.methods.experts:GeDi", "Bayes-rule reweighting by a class-conditional LoRA LM (transformers)")
-METHODS.register("gate", "detoxkit.methods.gate:Gate", "GTA: run a wrapped method only where a cheap toxicity check fires")
+METHODS.register("gate", "detoxkit.methods.gate:Gate", "GTA: classify each sampled candidate token in context, regenerate it with a wrapped method where toxic (check=cfl|scorer: other checks)")
 METHODS.register("trace", "detoxkit.methods.trace:Trace", "TRACE: reweight by the exact expected attribute probability under an HMM distilled from the LM")
 METHODS.register("semantic-control", "detoxkit.methods.semantic:SemanticControl", "semantic probabilistic control: verifier gradients on the expected sentence embedding (transformers)")
 METHODS.register("moral", "detoxkit.methods.moral:MoralFilter", "moral direction filter: drop candidates whose continuation falls below a threshold on the moral direction")
-METHODS.register("pplm", "detoxkit.methods.pplm:PPLM", "PPLM: gradient updates of the cached hidden states against an attribute head (slow baseline; transformers)")
+METHODS.register("pplm", "detoxkit.methods.pplm:PPLM", "PPLM: gradient updates of the cached keys/values against an attribute head, as the reference code runs it (slow baseline; transformers)")
 
 # Model backends: where samples come from (see backends/base.py).
 BACKENDS.register("hf", "detoxkit.backends.hf:HFBackend",
                   "transformers in this process (embedded models, hub ids, local directories); CPU or CUDA")
+BACKENDS.register("openai", "detoxkit.backends.openai:OpenAIBackend",
+                  "openai:NAME --base-url URL: any OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama, "
+                  "hosted); plain sampling, raw or chat")
 
 # Training recipes for detoxkit's artefacts (`detoxkit train TARGET`; see training/).
 TRAINERS.register("banlist", "detoxkit.training.banlist:TRAINER",

@@ -32,10 +32,11 @@ def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
             scorer = load_scorer(spec, device=device)
             name = scorer.name
             names.append(name)
-            progress = Progress(len(rows), f"scoring with {name}", unit="texts")
-            values = scorer.score([r["text"] for r in rows], progress=progress.update)
+            drawn = [r for r in rows if not r.get("failed")]  # failed samples have no text
+            progress = Progress(len(drawn), f"scoring with {name}", unit="texts")
+            values = scorer.score([r["text"] for r in drawn], progress=progress.update)
             progress.close()
-            for j, r in enumerate(rows):
+            for j, r in enumerate(drawn):
                 r.setdefault("scores", {})[name] = {a: json_float(v[j]) for a, v in values.items()}
             infos = [s for s in prov.get("scorers", [prov["scorer"]]) if s["name"] != name]
             prov["scorers"] = infos + [scorer.info()]

@@ -94,7 +94,7 @@ class Evaluation:
         ctx = self.backend.context_length
         ids = {}
         for p in prompts:
-            pid = self.backend.encode(p.text)
+            pid = self.backend.encode(p.text, self._messages(p))
             if ctx is not None and len(pid) + self.cfg.max_new_tokens > ctx:
                 reason = (f"prompt is {len(pid)} tokens; with {self.cfg.max_new_tokens} new tokens "
                           f"it exceeds the model's context of {ctx}")
@@ -112,7 +112,7 @@ class Evaluation:
         from .scorers import load_scorer
 
         cfg = self.cfg
-        self.backend = load_backend(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        self.backend = load_backend(cfg.model, cfg=cfg)
         check_method_support(self.method, self.backend)  # before any sample is drawn
         self.scorers = [load_scorer(name, device=cfg.device) for name in cfg.scorers]
         self.oracle = self._load_oracle()
@@ -126,10 +126,25 @@ class Evaluation:
 
             spec = "gemma3-270m" if GEMMA3_270M.available() else self.cfg.model
         if spec == self.cfg.model:
+            if not self.backend.capabilities.loglikelihoods:
+                raise DetoxkitError(f"the {self.backend.name} backend cannot be the perplexity oracle "
+                                    "(it gives no log-likelihoods): pass --oracle none or --oracle "
+                                    "MODEL (a model that runs here, e.g. gemma3-270m)")
             log.warning("oracle: perplexity is measured under the generator itself (%s), which "
                         "flatters it; install gemma3-270m or pass --oracle MODEL", self.cfg.model)
             return self.backend
-        return load_backend(spec, device=self.cfg.device, dtype=self.cfg.dtype, nll_batch_size=8)
+        oracle = load_backend(spec, cfg=self.cfg, nll_batch_size=8)
+        if not oracle.capabilities.loglikelihoods:
+            raise DetoxkitError(f"--oracle {spec}: the {oracle.name} backend gives no log-likelihoods")
+        return oracle
+
+    def _messages(self, p: Prompt) -> list[dict] | None:
+        """The conversation of a prompt in chat mode (None in raw mode)."""
+        if self.cfg.prompt_format != "chat":
+            return None
+        from .chat import messages_for
+
+        return messages_for(p.text, p.meta, self.cfg.instruction, self.cfg.system_prompt)
 
     def _provenance(self) -> dict:
         judge = self.scorers[0].info()
@@ -202,8 +217,10 @@ class Evaluation:
         cut = store.repair()
         if cut:
             log.warning("dropped %d bytes of a sample line torn by an earlier interruption", cut)
-        done = {(r["prompt_id"], r["sample_index"]) for r in store.generations()}
-        requests = [Request(p.id, token_ids[p.id], list(range(cfg.samples)), p.text) for p in prompts]
+        done = {(r["prompt_id"], r["sample_index"]) for r in store.generations()
+                if not r.get("failed")}  # a failed sample is drawn again
+        requests = [Request(p.id, token_ids[p.id], list(range(cfg.samples)), p.text, self._messages(p))
+                    for p in prompts]
         total = len(prompts) * cfg.samples
         progress = Progress(total, "generating+scoring", initial=len(done & {
             (p.id, i) for p in prompts for i in range(cfg.samples)}))
@@ -218,12 +235,19 @@ class Evaluation:
         prov["method"] = self.method.describe()
         prov["scorers"] = [s.info() for s in self.scorers]
         prov["scorer"] = prov["scorers"][0]
+        backend_stats = add_counts((old or {}).get("backend_stats") or {}, self.backend.run_stats())
+        if backend_stats:  # summed over every session of the run (requests, tokens, time)
+            prov["backend_stats"] = backend_stats
         metrics = compute_metrics(store, prov, self.skipped)
         metrics["elapsed_s"] = round(elapsed, 2)
         # counters of this process's generate calls (a resumed run counts the resumed part)
         metrics["method_stats"] = self.method.run_stats()
+        if backend_stats:
+            metrics["backend_stats"] = backend_stats
         store.write_json("metrics.json", metrics)
-        store.write_json("run.json", {**prov, "status": "complete", "skipped": self.skipped})
+        # "incomplete": some samples could not be drawn; the same command asks for them again
+        status = "incomplete" if metrics.get("n_generation_failed") else "complete"
+        store.write_json("run.json", {**prov, "status": status, "skipped": self.skipped})
         return metrics
 
     def _batch_rows(self, old: dict | None) -> int:
@@ -263,6 +287,10 @@ class Evaluation:
             batch = queue.pop(0)
             if all((r.prompt_id, i) in done for r in batch for i in r.sample_indices):
                 continue
+            if self.backend.capabilities.batch_invariant:  # separate requests: only what is missing
+                batch = [replace(r, sample_indices=[i for i in r.sample_indices
+                                                    if (r.prompt_id, i) not in done]) for r in batch]
+                batch = [r for r in batch if r.sample_indices]
             try:
                 samples = self.backend.generate(batch, sampling, self.method)
             except Exception as exc:
@@ -281,6 +309,14 @@ class Evaluation:
             progress.update(len(rows))
 
     def _score(self, samples: list[Sample], by_id: dict[str, Prompt]) -> list[dict]:
+        """generations.jsonl rows: scored samples, and failed ones with their reason (no text,
+        no score: they are drawn again when the run resumes)."""
+        failed = [{"prompt_id": s.prompt_id, "sample_index": s.sample_index, "seed": s.seed,
+                   "prompt": by_id[s.prompt_id].text, "text": None, "failed": s.error}
+                  for s in samples if s.error is not None]
+        samples = [s for s in samples if s.error is None]
+        if not samples:
+            return failed
         texts = [s.text for s in samples]
         scores = {sc.name: sc.score(texts) for sc in self.scorers}
         prompts = [by_id[s.prompt_id].text for s in samples]
@@ -298,7 +334,20 @@ class Evaluation:
                 "oracle_nll": nll[j][0], "oracle_tokens": nll[j][1],
                 "oracle_nll_published": published[j][0], "oracle_tokens_published": published[j][1],
             })
-        return rows
+        return rows + failed
+
+
+def add_counts(old: dict, new: dict) -> dict:
+    """Counters of two sessions added key by key (nested dicts too)."""
+    out = dict(old)
+    for k, v in new.items():
+        if isinstance(v, dict):
+            out[k] = add_counts(out.get(k) or {}, v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = round(out.get(k, 0) + v, 2) if isinstance(v, float) else out.get(k, 0) + v
+        else:
+            out[k] = v
+    return out
 
 
 def plan_batches(requests: list[Request], rows_per_batch: int) -> list[list[Request]]:

@@ -188,8 +188,12 @@ class RunStore:
             return data_end - keep
 
     def generations(self) -> list[dict]:
+        """The run's samples, one per (prompt, sample index): where a failed sample was drawn
+        again on resume, its later line wins."""
         path = self.path / GENERATIONS
-        return read_jsonl(path) if path.exists() else []
+        rows = read_jsonl(path) if path.exists() else []
+        latest = {(r["prompt_id"], r["sample_index"]): r for r in rows}
+        return list(latest.values()) if len(latest) < len(rows) else rows
 
     def append_generations(self, rows: list[dict]) -> None:
         self._require_lock()

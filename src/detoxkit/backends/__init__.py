@@ -23,14 +23,15 @@ def split_model_spec(spec: str) -> tuple[str, str]:
     return DEFAULT_BACKEND, str(spec)
 
 
-def load_backend(spec: str, **settings) -> Backend:
-    """The backend for a --model value, with its model loaded (settings: device, dtype, ...)."""
+def load_backend(spec: str, cfg=None, **settings) -> Backend:
+    """The backend for a --model value, with its model loaded: built from a run's config
+    (`cfg`, a RunConfig) or from explicit settings (device, dtype, ...)."""
     from ..registry import BACKENDS
 
     name, model = split_model_spec(spec)
     cls = BACKENDS.load(name)
     check_requirements(name, cls.requires)
-    return cls(model, **settings)
+    return cls.from_config(model, cfg, **settings) if cfg is not None else cls(model, **settings)
 
 
 __all__ = ["Backend", "Capabilities", "Request", "Sample", "SamplingConfig", "check_method_support",

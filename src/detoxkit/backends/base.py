@@ -50,6 +50,7 @@ class Request:
     prompt_ids: list[int]  # the prompt's token ids (empty where the backend tokenizes remotely)
     sample_indices: list[int] = field(default_factory=list)
     text: str = ""  # the prompt's text
+    messages: list[dict] | None = None  # chat mode: the conversation to answer
 
 
 @dataclass
@@ -60,10 +61,12 @@ class Sample:
     text: str
     token_ids: list[int]
     finished: bool  # ended with EOS before max_new_tokens
+    tokens: int | None = None  # generated tokens where the ids are not known (API backends)
+    error: str | None = None  # why this sample could not be drawn (it is retried on resume)
 
     @property
     def n_tokens(self) -> int:
-        return len(self.token_ids)
+        return self.tokens if self.tokens is not None else len(self.token_ids)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,10 @@ class Capabilities:
     seeded: bool  # a sample depends only on its seed: reruns and resumes reproduce it exactly
     chat_template: bool  # can format a prompt as a chat turn
     batching: bool  # draws many sequences per forward pass
+    loglikelihoods: bool = True  # can measure continuations (be the perplexity oracle)
+    # a sample does not depend on which others share its batch (separate requests): a resume
+    # then draws only the missing samples instead of whole batches
+    batch_invariant: bool = False
 
 
 class Backend(ABC):
@@ -82,13 +89,19 @@ class Backend(ABC):
     capabilities: Capabilities
     context_length: int | None = None  # prompt + new tokens the model accepts (None: unknown)
 
+    @classmethod
+    def from_config(cls, model: str, cfg: Any, **settings) -> "Backend":
+        """The backend for a run's config (a RunConfig); API backends read their settings."""
+        return cls(model, device=cfg.device, dtype=cfg.dtype, **settings)
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """The model's provenance for run.json (name, revision, device, ...)."""
 
     @abstractmethod
-    def encode(self, text: str) -> list[int]:
-        """The prompt's token ids, as the model will see them."""
+    def encode(self, text: str, messages: list[dict] | None = None) -> list[int]:
+        """The prompt's token ids as the model will see them: the text, or in chat mode the
+        conversation in the model's chat template (empty where the server tokenizes)."""
 
     @abstractmethod
     def generate(self, requests: list[Request], sampling: SamplingConfig,
@@ -105,6 +118,10 @@ class Backend(ABC):
         """The NLL as the DExperts code measures it (prompt and continuation tokenized together,
         minus the prompt's own NLL), for `perplexity_published`; None where the backend cannot."""
         return None
+
+    def run_stats(self) -> dict[str, Any]:
+        """Counters of this process's calls (requests, retries, token usage) for run.json."""
+        return {}
 
     def default_batch_rows(self) -> int:
         """Sequences per generate call when the user does not set --batch-size."""

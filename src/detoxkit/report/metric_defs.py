@@ -62,6 +62,8 @@ METRICS: list[MetricDef] = [
               "lower"),
     MetricDef("n_toxic_samples", "toxic samples", "samples scoring >= 0.5"),
     MetricDef("n_perplexity_samples", "PPL samples", "samples with at least one oracle token"),
+    MetricDef("n_generation_failed", "failed samples", "samples the backend could not draw "
+              "(an API that kept failing): counted, not scored, drawn again on resume"),
     MetricDef("n_skipped_prompts", "skipped prompts", "prompts skipped as unusable (run.json)"),
     MetricDef("elapsed_s", "wall time (s)", "wall-clock seconds of generation, scoring and "
               "perplexity in the last session of the run", "lower", 1, aliases=("time",)),

@@ -14,6 +14,16 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def usage_line(stats: dict | None) -> str | None:
+    """API usage of a run (requests, retries, tokens, time), where its backend counted any."""
+    if not stats:
+        return None
+    return (f"API usage: {stats.get('requests', 0)} requests ({stats.get('retries', 0)} retries, "
+            f"{stats.get('failed_requests', 0)} failed), {stats.get('prompt_tokens', 0)} prompt + "
+            f"{stats.get('completion_tokens', 0)} completion tokens, "
+            f"{stats.get('seconds_in_requests', 0)} s in requests")
+
+
 def print_summary(metrics: dict, run_dir: str | Path) -> None:
     k = metrics.get("toxicity_probability_k")
     header = ["prompts", "EMT (std)", "EMT 95% CI", f"TP@{k}", "TP@5", "toxic frac", "n", "failed"]
@@ -39,6 +49,13 @@ def print_summary(metrics: dict, run_dir: str | Path) -> None:
           f"(as published: {format_value(metrics.get('perplexity_published'), 2)})   "
           f"distinct-1/2/3: {format_value(metrics.get('distinct_1'))} / "
           f"{format_value(metrics.get('distinct_2'))} / {format_value(metrics.get('distinct_3'))}")
+    if metrics.get("n_generation_failed"):
+        reasons = ", ".join(f"{k} ({v})" for k, v in (metrics.get("generation_failures") or {}).items())
+        print(f"failed samples: {metrics['n_generation_failed']}, not scored, drawn again when the "
+              f"same command runs again: {reasons}")
+    usage = usage_line(metrics.get("backend_stats"))
+    if usage:
+        print(usage)
     if metrics.get("n_skipped_prompts"):
         print(f"skipped prompts: {metrics['n_skipped_prompts']} (listed in run.json)")
     if metrics.get("judge_also_guided"):

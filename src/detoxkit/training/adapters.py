@@ -2,7 +2,9 @@
 layers (the fused two-adapter runtime of methods/lora.py), from the corpus's training pool.
 
 - experts: DExperts' expert / anti-expert (plain LM loss on non-toxic / toxic rows).
-- gedi: GeDi's class-conditional LM, one adapter per control code, hybrid loss.
+- gedi: GeDi's class-conditional LM, one adapter per control code, hybrid loss with a learned
+  scale of the class log-likelihoods (GeDi's train_GeDi.py with --logit_scale, as its
+  scripts/run_training.sh runs it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class ExpertsConfig(GeneratorConfig):
 @dataclass
 class GeDiConfig(ExpertsConfig):
     gen_weight: float = setting(0.6, "weight of the generative loss (the rest: discriminative)")
+    logit_scale: bool = setting(True, "learn a scale of the class log-likelihoods in the "
+                                      "discriminative loss (GeDi's --logit_scale); saved in "
+                                      "detoxkit.json, gedi applies it")
     out: str | None = setting(None, "output directory (default: the cache, "
                                     "$DETOXKIT_HOME/methods/gedi/<model key>)")
 
@@ -94,7 +99,7 @@ def _class_nll(model, top, hidden, pe, ids, mask, groups: int = 2):
     return summed / n, n
 
 
-def _loss(kind: str, model, top, hidden, pe, ids, mask, y, gen_weight: float):
+def _loss(kind: str, model, top, hidden, pe, ids, mask, y, gen_weight: float, scale=None):
     import torch
 
     if kind == "experts":  # first half (non-toxic rows) through adapter 0, second through 1
@@ -103,7 +108,8 @@ def _loss(kind: str, model, top, hidden, pe, ids, mask, y, gen_weight: float):
     # gedi: every row under both codes: [2, B], row 0 = non-toxic adapter
     nll, _ = _class_nll(model, top, hidden, pe, ids, mask, groups=2)
     own = torch.where(y.bool(), nll[1], nll[0])
-    logpost = -nll - torch.logsumexp(-nll, dim=0, keepdim=True)  # log P(class | x)
+    class_logits = -nll if scale is None else -nll * scale  # GeDi's class logits (x logit_scale)
+    logpost = class_logits - torch.logsumexp(class_logits, dim=0, keepdim=True)  # log P(class | x)
     disc = -torch.where(y.bool(), logpost[1], logpost[0])
     return gen_weight * own.mean() + (1 - gen_weight) * disc.mean()
 
@@ -130,6 +136,10 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
     top = TopLayers(model, config.layers, config.rank, scaling=2.0, trainable=True)
     top.train()
     params = [t for _, _, m in top.lora_modules() for t in (m.lora_A, m.lora_B)]
+    scale = None
+    if kind == "gedi" and getattr(config, "logit_scale", False):
+        scale = torch.nn.Parameter(torch.ones((), device=model.device))  # as GeDi: starts at 1
+        params.append(scale)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     steps = config.steps
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -148,7 +158,7 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
     for step in range(steps):
         ids, mask, y = (t.to(model.device) for t in next(it))
         hidden, pe = _lower_hidden(model, top.first, ids, mask)
-        loss = _loss(kind, model, top, hidden, pe, ids, mask, y, gen_weight)
+        loss = _loss(kind, model, top, hidden, pe, ids, mask, y, gen_weight, scale)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -171,6 +181,8 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
                              "created_by": f"detoxkit train {kind}"}
     if kind == "gedi":
         extra["gen_weight"] = gen_weight
+        if scale is not None:
+            extra["logit_scale"] = round(float(scale.detach()), 6)
     top.save_adapters(out, names, lm.name, extra)
     log.info("%s adapters -> %s", kind, out)
     return out
@@ -186,7 +198,10 @@ def train_gedi(config: GeDiConfig) -> Path:
     """GeDi: adapters "nontoxic" / "toxic" as one class-conditional LM trained on every row
     with the hybrid loss gen_weight * NLL(x | true class) + (1 - gen_weight) *
     -log P(true class | x), P(class | x) by Bayes' rule over the two classes'
-    length-normalised likelihoods."""
+    length-normalised likelihoods times a learned logit_scale (GeDi's train_GeDi.py:
+    class logits -mean NLL x logit_scale, loss CE x (1 - gen_weight) + gen_weight x the
+    true class's mean NLL). The whole row is scored (no prompt / continuation split), as
+    gedi's paper mode scores prompt and continuation."""
     return train_adapters(config, "gedi")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...errors import DetoxkitError
 from ..base import Backend, Capabilities, Request, Sample, SamplingConfig
 from .models import LoadedLM, clear_cache, load_lm, resolve_device, resolve_dtype
 
@@ -30,8 +31,14 @@ class HFBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return self.lm.describe()
 
-    def encode(self, text: str) -> list[int]:
-        return self.lm.tokenizer(text, add_special_tokens=True)["input_ids"]
+    def encode(self, text: str, messages: list[dict] | None = None) -> list[int]:
+        tok = self.lm.tokenizer
+        if messages is None:
+            return tok(text, add_special_tokens=True)["input_ids"]
+        if not getattr(tok, "chat_template", None):
+            raise DetoxkitError(f"model {self.lm.name} has no chat template: use --prompt-format raw")
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
     def generate(self, requests: list[Request], sampling: SamplingConfig, method) -> list[Sample]:
         from .sampler import TransformersSampler
