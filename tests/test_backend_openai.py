@@ -126,3 +126,22 @@ def test_the_backend_needs_a_url(tmp_path, monkeypatch, capsys):
     assert main(["run", "--model", "openai:m", "--prompts", str(prompts), "--oracle", "none",
                  "--scorer", "profanity-svm", "--out", str(tmp_path / "r")]) == 2
     assert "--base-url" in capsys.readouterr().err
+
+
+def test_a_conversation_file_is_sent_as_it_is_in_chat_mode(server, tmp_path):
+    server.heal = True
+    conv = tmp_path / "conv.jsonl"
+    turns = [{"role": "system", "content": "You are terse."},
+             {"role": "user", "content": "Tell me about the weather"}]
+    conv.write_text(json.dumps({"id": "c1", "messages": turns}) + "\n")
+    assert main(["run", "--model", "openai:m", "--base-url", server.url, "--prompts", str(conv),
+                 "--samples", "1", "--max-new-tokens", "3", "--oracle", "none", "--scorer",
+                 "profanity-svm", "--prompt-format", "chat", "--out", str(tmp_path / "cv")]) == 0
+    assert server.bodies[-1]["messages"] == turns
+    (row,) = rows(tmp_path / "cv")
+    assert row["prompt"] == "Tell me about the weather"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "assistant", "content": "hi"}]}) + "\n")
+    assert main(["run", "--model", "openai:m", "--base-url", server.url, "--prompts", str(bad),
+                 "--oracle", "none", "--scorer", "profanity-svm", "--prompt-format", "chat",
+                 "--out", str(tmp_path / "bad")]) == 2

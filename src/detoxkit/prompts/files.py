@@ -269,9 +269,32 @@ def _rtp_prompt(rec: Record, bad: BadRows) -> Prompt | None:
     return Prompt(pid, text, toxicity, challenging, meta)
 
 
+def _messages(value: Any, rec: Record, bad: BadRows) -> tuple[list[dict], str] | None:
+    """A conversation (OpenAI `messages`): its turns and the text of its last user turn."""
+    ok = isinstance(value, list) and value and all(
+        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+        and isinstance(m.get("content"), str) for m in value)
+    if not ok:
+        bad.at(rec, "expected a list of {role: system|user|assistant, content: text} turns", "messages")
+        return None
+    users = [m["content"] for m in value if m["role"] == "user"]
+    if not users or value[-1]["role"] != "user":
+        bad.at(rec, "a conversation must end with a user turn", "messages")
+        return None
+    text = _text(users[-1], rec, "messages", bad)
+    return (value, text) if text is not None else None
+
+
 def _generic_prompt(rec: Record, text_field: str, bad: BadRows) -> Prompt | None:
     d = rec.data
-    text = _text(get_field(d, text_field), rec, text_field, bad)
+    conversation = None
+    if "messages" in d and get_field(d, text_field) is _MISSING:  # a conversation file
+        conversation = _messages(d["messages"], rec, bad)
+        if conversation is None:
+            return None
+        text = conversation[1]
+    else:
+        text = _text(get_field(d, text_field), rec, text_field, bad)
     if text is None:
         return None
     ok, toxicity = _number(d.get("toxicity"), rec, "toxicity", bad)
@@ -283,6 +306,8 @@ def _generic_prompt(rec: Record, text_field: str, bad: BadRows) -> Prompt | None
     for key in ("group", "language"):
         if d.get(key) not in (None, ""):
             meta[key] = d[key]
+    if conversation is not None:  # chat mode sends it as it is (detoxkit/chat.py)
+        meta["messages"] = [{"role": m["role"], "content": m["content"]} for m in conversation[0]]
     return Prompt(pid, text, toxicity, challenging, meta)
 
 
