@@ -19,6 +19,9 @@ OPTIONAL_PARTS = {
     "requires_vllm": (lambda: importlib.util.find_spec("vllm") is not None,
                       "needs vLLM (pip install vllm, on a CUDA machine)"),
     "requires_ray": (lambda: importlib.util.find_spec("ray") is not None, "needs Ray (pip install ray)"),
+    "requires_llamacpp": (lambda: all(importlib.util.find_spec(m) is not None
+                                      for m in ("llama_cpp", "uvicorn", "sse_starlette")),
+                          "needs llama-cpp-python[server] (install.sh builds it)"),
     "requires_network": (lambda: _network(), "needs a network connection to huggingface.co"),
 }
 

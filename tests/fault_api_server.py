@@ -6,7 +6,8 @@ a marker misbehaves for that many hits of the same (prompt, seed), then answers:
 (a body that is not JSON), "dropxN" (closes the connection without an answer), "always500"
 (until `heal` is set), "bad400" (a 400 whose body echoes the Authorization header), and
 "ignoren" (one choice whatever `n` asks). A good answer is a deterministic text built from
-the request's seed, so that a sample's text tells which seed asked for it.
+the request's seed, so that a sample's text tells which seed asked for it; with `upstream`
+(a real server's URL), a good request is passed on to it instead, making this a fault proxy.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FaultAPIServer:
-    def __init__(self, hang_s: float = 1.5):
+    def __init__(self, hang_s: float = 1.5, upstream: str | None = None):
         self.hang_s = hang_s
+        self.upstream = upstream
         self.heal = False
         self.hits: dict[tuple, int] = defaultdict(int)
         self.bodies: list[dict] = []
@@ -40,7 +42,7 @@ class FaultAPIServer:
                 with server.lock:
                     server.bodies.append(body)
                     server.headers.append(dict(self.headers))
-                server.answer(self, body)
+                server.answer(self, body, self.path)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -61,7 +63,7 @@ class FaultAPIServer:
             return body["messages"][-1]["content"]
         return body["prompt"]
 
-    def answer(self, h: BaseHTTPRequestHandler, body: dict) -> None:
+    def answer(self, h: BaseHTTPRequestHandler, body: dict, path: str = "") -> None:
         prompt = self.prompt_of(body)
         key = (prompt, body.get("seed"))
         with self.lock:
@@ -75,6 +77,8 @@ class FaultAPIServer:
             return self.misbehave(h, "500")
         if "bad400" in prompt:
             return self.send(h, 400, json.dumps({"error": f"bad request from {h.headers.get('Authorization')}"}))
+        if self.upstream:
+            return self.forward(h, body, path)
         n = 1 if "ignoren" in prompt else int(body.get("n") or 1)
         seed = body.get("seed")
         chat = "messages" in body
@@ -87,6 +91,19 @@ class FaultAPIServer:
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n * int(body["max_tokens"])}
         self.send(h, 200, json.dumps({"object": "chat.completion" if chat else "text_completion",
                                       "choices": choices, "usage": usage}))
+
+    def forward(self, h: BaseHTTPRequestHandler, body: dict, path: str) -> None:
+        import urllib.error
+        import urllib.request
+
+        url = self.upstream.rstrip("/") + path.removeprefix("/v1")
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as resp:
+                self.send(h, resp.status, resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            self.send(h, exc.code, exc.read().decode("utf-8", "replace"))
 
     def misbehave(self, h: BaseHTTPRequestHandler, fault: str) -> None:
         if fault == "429":
