@@ -21,9 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FaultAPIServer:
-    def __init__(self, hang_s: float = 1.5, upstream: str | None = None):
+    def __init__(self, hang_s: float = 1.5, upstream: str | None = None, latency: float = 0.0):
         self.hang_s = hang_s
         self.upstream = upstream
+        self.latency = latency  # every good answer this much later (a remote API's round trip)
         self.heal = False
         self.hits: dict[tuple, int] = defaultdict(int)
         self.bodies: list[dict] = []
@@ -79,6 +80,8 @@ class FaultAPIServer:
             return self.send(h, 400, json.dumps({"error": f"bad request from {h.headers.get('Authorization')}"}))
         if self.upstream:
             return self.forward(h, body, path)
+        if self.latency:
+            time.sleep(self.latency)
         n = 1 if "ignoren" in prompt else int(body.get("n") or 1)
         seed = body.get("seed")
         chat = "messages" in body
