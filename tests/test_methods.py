@@ -81,9 +81,9 @@ def specs(words, tables, adapters):
         "cfl": f"cfl:path={cfl}",
         "dexperts": f"dexperts:alpha=2.0,path={adapters['experts']}",
         "gedi": f"gedi:weight=5,path={adapters['gedi']}",
-        "gate": f"gate:wrap=wordban:words={words},table={cfl},threshold=0.01",
-        "gate-dexperts": f"gate:wrap=dexperts:alpha=2.0;path={adapters['experts']},table={cfl},"
-                         f"threshold=0.2",
+        "gate": f"gate:wrap=wordban:words={words},threshold=0.01",  # check=paper
+        "gate-dexperts": f"gate:wrap=dexperts:alpha=2.0;path={adapters['experts']},check=cfl,"
+                         f"table={cfl},threshold=0.2",
     }
 
 
@@ -241,7 +241,7 @@ def test_gate_records_where_it_opened(tiny_lm, tables, adapters):
                                      .logits[0, -1], -1) @ risky[:tiny_lm.model.config.vocab_size])
                  for p in PROMPTS]
     threshold = sorted(risks)[1]
-    gate = build_method(f"gate:wrap=gedi:weight=5;path={adapters['gedi']},table={cfl},"
+    gate = build_method(f"gate:wrap=gedi:weight=5;path={adapters['gedi']},check=cfl,table={cfl},"
                         f"threshold={threshold}")
     sample(tiny_lm, gate, n=10)
     stats = gate.run_stats()
@@ -258,6 +258,21 @@ def test_gate_with_scorer_check(tiny_lm, adapters):
     # opens at the first check (step 2) and stays open until the next one
     assert min(stats["first_open_step"]) == 2 and stats["open_by_step"].get(1) is None
     assert "profanity-svm" in gate.guided_by()
+
+
+def test_gate_paper_check_opens_per_candidate(tiny_lm, adapters):
+    """check=paper (the default) around a stateful method, at a threshold between the prompts'
+    scores: some row-steps open (their token drawn again under DExperts), step 0 is checked,
+    and every live row-step's candidate is classified."""
+    from detoxkit.scorers import load_scorer
+
+    scores = sorted(load_scorer("profanity-svm").score(PROMPTS)["toxicity"])
+    gate = build_method(f"gate:wrap=dexperts:alpha=2.0;path={adapters['experts']},"
+                        f"threshold={scores[1]}")
+    out = sample(tiny_lm, gate, n=8)
+    stats = gate.run_stats()
+    assert len(out) == 9 and 0 < stats["open_steps"] < stats["steps"] == stats["classified"]
+    assert gate.settings()["check"] == "paper" and "profanity-svm" in gate.guided_by()
 
 
 def _peft_reference(lm, path):
