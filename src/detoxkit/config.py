@@ -61,10 +61,15 @@ class RunConfig:
     api_timeout: float = 60.0  # API backends: seconds per request
     api_retries: int = 5  # API backends: retries of a failed request
     api_samples_per_request: int = 1  # API backends: `n` per request (1: each sample its seed)
+    executor: str = "local"  # local: this process | ray: a pool of Ray actors
+    ray_address: str | None = None  # ray: a cluster's address (None: start a local one)
+    workers: int = 2  # ray: actors, each with its own copy of the model
+    worker_gpus: float = 0.0  # ray: GPUs per actor
 
     EXECUTION_FIELDS = ("device", "dtype", "batch_size", "out", "base_url", "api_key_env",
                         "api_concurrency", "api_rps", "api_timeout", "api_retries",
-                        "api_samples_per_request")
+                        "api_samples_per_request", "executor", "ray_address", "workers",
+                        "worker_gpus")
     # Fields added after runs existed: left out of the hash at their default, so that those
     # runs keep their hash and resume.
     HASHED_UNLESS_DEFAULT = {"prompt_format": "raw", "instruction": None, "system_prompt": None}
@@ -107,7 +112,11 @@ class RunConfig:
                              field="instruction" if self.instruction else "system_prompt")
         if self.instruction is not None and "{prompt}" not in self.instruction:
             raise InputError("must hold {prompt}, where the prompt's text goes", field="instruction")
-        for name in ("api_concurrency", "api_samples_per_request"):
+        if self.executor not in ("local", "ray"):
+            raise InputError(f"must be local or ray, not {self.executor!r}", field="executor")
+        if self.worker_gpus < 0:
+            raise InputError(f"must be >= 0, not {self.worker_gpus}", field="worker_gpus")
+        for name in ("api_concurrency", "api_samples_per_request", "workers"):
             if getattr(self, name) < 1:
                 raise InputError(f"must be >= 1, not {getattr(self, name)}", field=name)
         if self.api_rps < 0 or self.api_timeout <= 0 or self.api_retries < 0:
@@ -192,7 +201,8 @@ def _check_type(key: str, value: Any, path: Path, line: int | None) -> None:
         "limit": (int, type(None)), "samples": int, "max_new_tokens": int, "top_k": int,
         "seed": int, "batch_size": int, "top_p": (float, int), "temperature": (float, int),
         "api_concurrency": int, "api_retries": int, "api_samples_per_request": int,
-        "api_rps": (float, int), "api_timeout": (float, int),
+        "api_rps": (float, int), "api_timeout": (float, int), "workers": int,
+        "worker_gpus": (float, int),
         "methods": (list, str), "scorers": (list, str),
     }.get(key, (str, type(None)))
     if isinstance(value, bool) or not isinstance(value, expected):

@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .backends import Request, Sample, SamplingConfig, check_method_support, load_backend
+from .backends import Request
 from .config import RunConfig, diff_configs
 from .errors import DetoxkitError, InputError
 from .metrics import compute_metrics
@@ -109,34 +109,11 @@ class Evaluation:
         return ids
 
     def _load_components(self) -> None:
-        from .scorers import load_scorer
+        from .pipeline import Components
 
-        cfg = self.cfg
-        self.backend = load_backend(cfg.model, cfg=cfg)
-        check_method_support(self.method, self.backend)  # before any sample is drawn
-        self.scorers = [load_scorer(name, device=cfg.device) for name in cfg.scorers]
-        self.oracle = self._load_oracle()
-
-    def _load_oracle(self):
-        spec = self.cfg.oracle
-        if spec == "none":
-            return None
-        if spec == "auto":
-            from .backends.hf.embedded import GEMMA3_270M
-
-            spec = "gemma3-270m" if GEMMA3_270M.available() else self.cfg.model
-        if spec == self.cfg.model:
-            if not self.backend.capabilities.loglikelihoods:
-                raise DetoxkitError(f"the {self.backend.name} backend cannot be the perplexity oracle "
-                                    "(it gives no log-likelihoods): pass --oracle none or --oracle "
-                                    "MODEL (a model that runs here, e.g. gemma3-270m)")
-            log.warning("oracle: perplexity is measured under the generator itself (%s), which "
-                        "flatters it; install gemma3-270m or pass --oracle MODEL", self.cfg.model)
-            return self.backend
-        oracle = load_backend(spec, cfg=self.cfg, nll_batch_size=8)
-        if not oracle.capabilities.loglikelihoods:
-            raise DetoxkitError(f"--oracle {spec}: the {oracle.name} backend gives no log-likelihoods")
-        return oracle
+        self.parts = Components.load(self.cfg, self.method)
+        self.backend, self.scorers, self.oracle = (self.parts.backend, self.parts.scorers,
+                                                   self.parts.oracle)
 
     def _messages(self, p: Prompt) -> list[dict] | None:
         """The conversation of a prompt in chat mode (None in raw mode)."""
@@ -276,23 +253,21 @@ class Evaluation:
     def _generate_all(self, requests: list[Request], done: set[tuple[str, int]],
                       by_id: dict[str, Prompt], progress: Progress, prov: dict) -> None:
         """Draw every planned batch that holds a missing sample. A batch is generated whole,
-        as the uninterrupted run drew it, and only its missing samples are stored."""
-        sampling = SamplingConfig(
-            num_samples=self.cfg.samples, max_new_tokens=self.cfg.max_new_tokens,
-            top_p=self.cfg.top_p, temperature=self.cfg.temperature, top_k=self.cfg.top_k,
-            seed=self.cfg.seed)
+        as the uninterrupted run drew it, and only its missing samples are stored (a backend
+        whose samples do not depend on their batch is asked for the missing ones only)."""
         rows_per_batch = prov["batch_rows"]
-        queue = plan_batches(requests, rows_per_batch)
+        queue = self._pending(plan_batches(requests, rows_per_batch), done)
+        if self.cfg.executor == "ray":
+            from .executors import run_on_ray
+
+            for rows in run_on_ray(self.cfg, queue, done):
+                self.store.append_generations(rows)
+                progress.update(len(rows))
+            return
         while queue:
             batch = queue.pop(0)
-            if all((r.prompt_id, i) in done for r in batch for i in r.sample_indices):
-                continue
-            if self.backend.capabilities.batch_invariant:  # separate requests: only what is missing
-                batch = [replace(r, sample_indices=[i for i in r.sample_indices
-                                                    if (r.prompt_id, i) not in done]) for r in batch]
-                batch = [r for r in batch if r.sample_indices]
             try:
-                samples = self.backend.generate(batch, sampling, self.method)
+                rows = self.parts.draw(batch, done)
             except Exception as exc:
                 if not self.backend.is_out_of_memory(exc) or rows_per_batch == 1:
                     raise
@@ -303,38 +278,20 @@ class Evaluation:
                 prov["batch_rows"] = rows_per_batch  # a resume continues with the smaller layout
                 self.store.write_json("run.json", {**prov, "status": "running"})
                 continue
-            samples = [s for s in samples if (s.prompt_id, s.sample_index) not in done]
-            rows = self._score(samples, by_id)
             self.store.append_generations(rows)
             progress.update(len(rows))
 
-    def _score(self, samples: list[Sample], by_id: dict[str, Prompt]) -> list[dict]:
-        """generations.jsonl rows: scored samples, and failed ones with their reason (no text,
-        no score: they are drawn again when the run resumes)."""
-        failed = [{"prompt_id": s.prompt_id, "sample_index": s.sample_index, "seed": s.seed,
-                   "prompt": by_id[s.prompt_id].text, "text": None, "failed": s.error}
-                  for s in samples if s.error is not None]
-        samples = [s for s in samples if s.error is None]
-        if not samples:
-            return failed
-        texts = [s.text for s in samples]
-        scores = {sc.name: sc.score(texts) for sc in self.scorers}
-        prompts = [by_id[s.prompt_id].text for s in samples]
-        nll = self.oracle.continuation_nll(prompts, texts) if self.oracle else [(None, 0)] * len(samples)
-        published = (self.oracle.published_nll(prompts, texts, nll) if self.oracle else None) \
-            or [(None, 0)] * len(samples)
-        rows = []
-        for j, s in enumerate(samples):
-            rows.append({
-                "prompt_id": s.prompt_id, "sample_index": s.sample_index, "seed": s.seed,
-                "prompt": by_id[s.prompt_id].text, "text": s.text, "n_tokens": s.n_tokens,
-                "finished": s.finished,
-                "scores": {name: {a: json_float(v[j]) for a, v in sc.items()}
-                           for name, sc in scores.items()},
-                "oracle_nll": nll[j][0], "oracle_tokens": nll[j][1],
-                "oracle_nll_published": published[j][0], "oracle_tokens_published": published[j][1],
-            })
-        return rows + failed
+    def _pending(self, batches: list[list[Request]], done: set[tuple[str, int]]) -> list[list[Request]]:
+        out = []
+        for batch in batches:
+            if all((r.prompt_id, i) in done for r in batch for i in r.sample_indices):
+                continue
+            if self.backend.capabilities.batch_invariant:  # separate requests: only what is missing
+                batch = [replace(r, sample_indices=[i for i in r.sample_indices
+                                                    if (r.prompt_id, i) not in done]) for r in batch]
+                batch = [r for r in batch if r.sample_indices]
+            out.append(batch)
+        return out
 
 
 def add_counts(old: dict, new: dict) -> dict:

@@ -34,6 +34,10 @@ FLAGS = {
     "--api-samples-per-request": ("api_samples_per_request", int,
                                   "API backends: samples asked per request as `n` (default 1: "
                                   "each sample its own request and seed)"),
+    "--executor": ("executor", str, "local (this process, the default) or ray (a pool of actors)"),
+    "--ray-address": ("ray_address", str, "ray: the cluster's address (default: start a local one)"),
+    "--workers": ("workers", int, "ray: actors, each loading the model once (default 2)"),
+    "--worker-gpus": ("worker_gpus", float, "ray: GPUs per actor (default 0)"),
 }
 
 
