@@ -4,7 +4,6 @@ server) on loopback, in chat mode, behind a fault proxy: the resumed run has eve
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -27,20 +26,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     from detoxkit.backends.hf.embedded import SMOLLM2_135M
 
     gguf = SMOLLM2_135M.source_files()[0]
     port = free_port()
+    log = open(tmp_path_factory.mktemp("llama") / "server.log", "w+")  # a pipe would fill and block it
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
                              "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
                              "--n_ctx", "1024", "--n_threads", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"llama.cpp server exited: {proc.stderr.read()[-2000:]}")
+            log.seek(0)
+            pytest.fail(f"llama.cpp server exited: {log.read()[-2000:]}")
         try:
             urllib.request.urlopen(url + "/models", timeout=2).read()
             break
@@ -52,6 +53,7 @@ def llama_server():
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+    log.close()
 
 
 def test_chat_run_through_llama_cpp_with_faults_resumes_exactly_once(llama_server, tmp_path, monkeypatch):
