@@ -296,7 +296,9 @@ def test_dexperts_equals_three_peft_forwards_and_catches_up_after_skips(tiny_lm,
     """The adapters are PEFT-loadable; the top-layer batched forward with its own KV cache gives
     base + alpha * (expert - anti-expert) of three full PEFT forwards, also after skipped steps."""
     ref = _peft_reference(tiny_lm, adapters["experts"])
-    transform = build_method(f"dexperts:alpha=2.0,path={adapters['experts']}").bind(tiny_lm)
+    # the ensemble itself (mode=paper would also cut the base to its nucleus: see test_fidelity_experts)
+    transform = build_method(f"dexperts:alpha=2.0,mode=ensemble-then-nucleus,"
+                             f"path={adapters['experts']}").bind(tiny_lm)
     ids = torch.tensor([tiny_lm.tokenizer("The man said that")["input_ids"]])
     model = tiny_lm.model
     out = model(input_ids=ids, use_cache=True)

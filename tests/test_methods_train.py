@@ -72,6 +72,8 @@ def test_adapter_recipes_write_peft_adapters(trained):
     for kind, names in (("experts", ("expert", "antiexpert")), ("gedi", ("nontoxic", "toxic"))):
         meta = json.loads((trained[kind] / "detoxkit.json").read_text())
         assert meta["adapters"] == list(names) and meta["steps"] == 3 and meta["kind"] == kind
+        if kind == "gedi":  # GeDi's learned logit scale (train_GeDi.py --logit_scale), read by gedi
+            assert meta["logit_scale"] > 0
         for name in names:
             cfg = json.loads((trained[kind] / name / "adapter_config.json").read_text())
             assert cfg["peft_type"] == "LORA" and cfg["layers_to_transform"] == [1]
