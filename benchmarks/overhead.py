@@ -11,10 +11,13 @@ m2, ..., base, m1, ...) and each method's median time is divided by the base's
 median. Sampling runs until max tokens for every row (EOS is not special-cased
 differently per method, so rows may stop early the same way).
 
-Targets (issue 4): wordban, vocab-shift, cfl <= 1.05x; gate closed <= 1.10x;
-dexperts <= 1.6x; gedi <= 1.8x. Issue 5: trace <= 1.2x; moral, semantic-control and
-pplm (the slow baseline) are measured and reported without a target. The last line is
-one JSON object {method: ratio}.
+Targets (issue 4): wordban, vocab-shift, cfl <= 1.05x; gate closed with the CFL check
+(gate-closed-cfl) <= 1.10x; dexperts <= 1.6x; gedi <= 1.8x. gate-closed is the GTA gate in
+paper mode kept closed by threshold 2 (no score reaches it): it still samples a candidate and
+classifies prompt + text + candidate with profanity-svm for every row at every step, which is
+its real cost when it stays closed; measured without a target. Issue 5: trace <= 1.2x;
+moral, semantic-control and pplm (the slow baseline) are measured and reported without a
+target. The last line is one JSON object {method: ratio}.
 If no trained experts / GeDi adapters exist for the model, zero adapters of the
 default shape are used (same compute, so the timing holds) and this is printed. A method
 whose artefact is not built (semantic-control's table is not shipped) is skipped with one
@@ -100,7 +103,8 @@ def main(argv=None) -> int:
         "wordban": ["wordban"],
         "vocab-shift": ["vocab-shift"],
         "cfl": ["cfl"],
-        "gate-closed": [f"gate:wrap=dexperts:alpha=2.0;path={exp},threshold=2"],
+        "gate-closed": [f"gate:wrap=dexperts:alpha=2.0;path={exp},check=paper,threshold=2"],
+        "gate-closed-cfl": [f"gate:wrap=dexperts:alpha=2.0;path={exp},check=cfl,threshold=2"],
         "dexperts": [f"dexperts:alpha=2.0,path={exp}"],
         "gedi": [f"gedi:path={gedi}"],
         "trace": ["trace"],
@@ -152,7 +156,8 @@ def main(argv=None) -> int:
     for k, v in ratios.items():
         print(f"{k:14s} {statistics.median(times[k]):9.2f} {v:7.3f} {tokens[k]:7d}")
     if gate_stats:
-        print(f"gate-closed opened on {gate_stats['open_steps']} of {gate_stats['steps']} row-steps")
+        print(f"gate-closed opened on {gate_stats['open_steps']} of {gate_stats['steps']} row-steps "
+              f"({gate_stats['classified']} candidates classified)")
     print(json.dumps(ratios))
     return 0
 

