@@ -132,6 +132,20 @@ def test_missing_artefact_names_the_train_command(tiny_lm, tmp_path, monkeypatch
         build_method("vocab-shift").bind(tiny_lm)
     with pytest.raises(DetoxkitError, match="detoxkit train experts"):
         build_method("dexperts").bind(tiny_lm)
+    with pytest.raises(DetoxkitError, match="detoxkit train cfl --model"):
+        build_method("cfl").bind(tiny_lm)
+    with pytest.raises(DetoxkitError, match="detoxkit train cfl --estimator substitute"):
+        build_method("cfl:variant=substitute").bind(tiny_lm)
+
+
+def test_cfl_variants():
+    """paper (default) reads the `cfl-` table, substitute detoxkit's earlier `cfl-substitute-`."""
+    from detoxkit.methods.tables import CFL
+
+    assert build_method("cfl").settings()["variant"] == "paper" and CFL().kind == "cfl"
+    assert CFL(variant="substitute").kind == "cfl-substitute"
+    with pytest.raises(DetoxkitError, match="variant must be one of paper, substitute"):
+        build_method("cfl:variant=magic")
 
 
 # ---- word banning ----------------------------------------------------------------------------

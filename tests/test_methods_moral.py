@@ -55,7 +55,7 @@ def test_drops_candidates_below_threshold_keeps_best(batch, tiny_lm):
     tok = tiny_lm.tokenizer
     V = tiny_lm.model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
-    method = build_method("moral:threshold=1.0,candidates=4")
+    method = build_method("moral:variant=continuation,threshold=1.0,candidates=4")
     transform = method.bind(tiny_lm)
     prompt = tok("I said", add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt] * batch)
@@ -93,14 +93,14 @@ def test_only_checked_candidates_of_the_nucleus_and_original_nucleus_kept(tiny_l
         tok.batch_decode([[int(t)] for t in top], skip_special_tokens=True))
     low = np.sort(scores)
     threshold = float(low[1] + low[2]) / 2  # the two lowest fall below
-    out = build_method(f"moral:threshold={threshold},candidates=6").bind(tiny_lm)(
+    out = build_method(f"moral:variant=continuation,threshold={threshold},candidates=6").bind(tiny_lm)(
         torch.tensor([[1, 2, 3]]), logits)
     kept = set(torch.isfinite(out[0]).nonzero().squeeze(-1).tolist())
     assert len(kept) == 4 and kept == {int(t) for t, s in zip(top, scores) if s >= threshold}
 
 
 def test_threshold_minus_one_samples_like_plain_sampling(tiny_lm, plain):
-    method = build_method("moral:threshold=-1")
+    method = build_method("moral:variant=continuation,threshold=-1")
     assert sample(tiny_lm, method) == plain
     stats = method.run_stats()
     assert stats["candidates_scored"] > 0 and stats["candidates_dropped"] == 0
@@ -108,19 +108,21 @@ def test_threshold_minus_one_samples_like_plain_sampling(tiny_lm, plain):
 
 
 def test_filter_changes_samples_and_every_skips_steps(tiny_lm, plain):
-    method = build_method("moral:threshold=0.9,candidates=5")
+    method = build_method("moral:variant=continuation,threshold=0.9,candidates=5")
     assert sample(tiny_lm, method) != plain
     assert method.run_stats()["candidates_dropped"] > 0
-    every = build_method("moral:threshold=0.9,candidates=5,every=3")
+    every = build_method("moral:variant=continuation,threshold=0.9,candidates=5,every=3")
     sample(tiny_lm, every)
     s, s_all = every.run_stats(), method.run_stats()
     assert 0 < s["checked_row_steps"] <= 6 * 2 < s_all["checked_row_steps"]
 
 
 def test_bad_settings_are_clear_errors():
-    for spec, match in (("moral:threshold=2", "threshold"), ("moral:candidates=0", "candidates"),
+    for spec, match in (("moral:variant=continuation,threshold=2", "threshold"),
+                        ("moral:variant=magic", "variant"), ("moral:keep=0", "keep"),
+                        ("moral:candidates=0", "candidates"),
                         ("moral:every=0", "every"), ("moral:top_p=0", "top_p"),
-                        ("moral:prompt=maybe", "prompt"), ("moral:colour=red", "bad settings")):
+                        ("moral:prompt=maybe", "prompt"), ("moral:colour=red", "unknown setting")):
         with pytest.raises(DetoxkitError, match=match):
             build_method(spec)
     with pytest.raises(DetoxkitError, match="does not exist"):
@@ -136,7 +138,7 @@ def test_prompt_setting_embeds_the_prompt(tiny_lm):
     t.attention_mask = torch.tensor([[0, 0, 1, 1, 1]])
     t(ids, torch.zeros(1, tiny_lm.model.config.vocab_size))
     assert t._prefix(ids, 0) == [5, 6, 7]
-    t2 = build_method("moral").bind(tiny_lm)
+    t2 = build_method("moral:variant=continuation").bind(tiny_lm)
     t2(ids, torch.zeros(1, tiny_lm.model.config.vocab_size))
     longer = torch.cat([ids, torch.tensor([[9]])], 1)
     t2.attention_mask = torch.ones_like(longer)
@@ -147,7 +149,7 @@ def test_logits_processor_in_model_generate(tiny_lm):
     def generate(spec=None):
         return hf_generate(tiny_lm, spec, 6, 2)[0]
 
-    assert torch.equal(generate("moral:threshold=-1"), generate())
+    assert torch.equal(generate("moral:variant=continuation,threshold=-1"), generate())
     assert generate("moral:threshold=0.9").shape[0] == 4
 
 
@@ -155,15 +157,16 @@ def test_chain_and_gate(tiny_lm, plain, tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("the\n", encoding="utf-8")
     alone = sample(tiny_lm, build_method(f"wordban:words={words}"))
-    chained = build_method([f"wordban:words={words}", "moral:threshold=-1"])
+    chained = build_method([f"wordban:words={words}", "moral:variant=continuation,threshold=-1"])
     assert sample(tiny_lm, chained) == alone
     assert "moral-direction" in chained.guided_by()
     # a gate that never opens: the filter only keeps in step (skip) and sampling is plain
-    closed = build_method("gate:wrap=moral:threshold=0.9,check=scorer,every=2,threshold=2")
+    closed = build_method("gate:wrap=moral:variant=continuation;threshold=0.9,check=scorer,every=2,threshold=2")
     assert sample(tiny_lm, closed) == plain
     assert closed.run_stats()["open_steps"] == 0
     # a gate opening from step 2: the filter's first call is a skip, it still counts its rows
-    gate = build_method("gate:wrap=moral:threshold=0.9;candidates=5,check=scorer,every=2,threshold=0")
+    gate = build_method("gate:wrap=moral:variant=continuation;threshold=0.9;candidates=5,check=scorer,every=2,"
+                        "threshold=0")
     sample(tiny_lm, gate)
     inner = gate.run_stats()["inner"]
     assert inner["samples"] == 6 and inner["candidates_dropped"] > 0
@@ -172,7 +175,7 @@ def test_chain_and_gate(tiny_lm, plain, tmp_path):
 
 def test_llamacpp_adapter_with_a_tokenizer_only(tiny_lm):
     tok = tiny_lm.tokenizer
-    proc = llamacpp_logits_processor("moral:threshold=1.0,candidates=3", tok)
+    proc = llamacpp_logits_processor("moral:variant=continuation,threshold=1.0,candidates=3", tok)
     ids = np.array(tok("I said", add_special_tokens=False)["input_ids"], dtype=np.intc)
     scores = np.random.default_rng(0).standard_normal(len(tok)).astype(np.single)
     scores[[5, 6, 7]] = [9.0, 8.9, 8.8]

@@ -37,7 +37,12 @@ def trained(tmp_path_factory, small_corpus, tiny_model_dir):
         assert main(["train", "vocab-shift", "--model", model, "--rows", "300",
                      "--out", str(out["vs"])]) == 0
         assert main(["train", "cfl", "--model", model, "--sentences", "40", "--max-tokens", "16",
-                     "--out", str(out["cfl"]), "--export-json", str(out["cfl_json"])]) == 0
+                     "--out", str(out["cfl"]), "--export-json", str(out["cfl_json"]),
+                     "--checkpoint", str(d / "cfl-fills.jsonl")]) == 0
+        out["cfl_fills"] = d / "cfl-fills.jsonl"
+        out["cfl_sub"] = d / "cfl-substitute.safetensors"
+        assert main(["train", "cfl", "--estimator", "substitute", "--model", model, "--sentences",
+                     "40", "--max-tokens", "16", "--out", str(out["cfl_sub"])]) == 0
         for kind in ("experts", "gedi"):
             assert main(["train", kind, "--model", model, "--rows", "64", "--steps", "3",
                          "--batch", "4", "--max-len", "16", "--layers", "1",
@@ -61,11 +66,35 @@ def test_token_table_recipes(trained, tiny_model_dir):
     with safe_open(str(trained["cfl"]), "pt") as fh:
         assert set(fh.keys()) == {"ids", "effects", "counts"}
         assert fh.metadata()["scorer"] == "profanity-svm"
+        assert fh.metadata()["estimator"] == "paper" and fh.metadata()["fills"] == "5"
         assert int(fh.metadata()["counterfactuals"]) > 100
+        assert float(fh.get_tensor("effects").min()) >= 0  # clipped per counterfactual
+        words = json.loads(fh.metadata()["word_effects"])
+        assert words and "the" not in words and all(v[1] % 5 == 0 for v in words.values())
+    with safe_open(str(trained["cfl_sub"]), "pt") as fh:
+        assert set(fh.keys()) == {"ids", "effects", "counts"}
+        assert fh.metadata()["estimator"] == "substitute"
     table = json.loads(trained["cfl_json"].read_text(encoding="utf-8"))
     assert table and all(isinstance(v, float) for v in table.values())
     values = list(table.values())
     assert values == sorted(values, reverse=True)  # exported most toxic first
+
+
+def test_cfl_paper_recipe_resumes_from_its_fills_file(trained, small_corpus, tiny_model_dir, tmp_path):
+    """An interrupted fill (a torn last line) resumes; the table equals the uninterrupted one."""
+    from safetensors import safe_open
+
+    lines = trained["cfl_fills"].read_text(encoding="utf-8").splitlines()
+    part = tmp_path / "fills.jsonl"
+    part.write_text("\n".join(lines[:11]) + "\n" + lines[11][:25], encoding="utf-8")
+    out = tmp_path / "cfl.safetensors"
+    with corpus_from(small_corpus):
+        assert main(["train", "cfl", "--model", str(tiny_model_dir), "--sentences", "40",
+                     "--max-tokens", "16", "--checkpoint", str(part), "--out", str(out)]) == 0
+    assert part.read_text(encoding="utf-8").count("\n") == len(lines)
+    with safe_open(str(out), "pt") as a, safe_open(str(trained["cfl"]), "pt") as b:
+        assert a.get_tensor("ids").tolist() == b.get_tensor("ids").tolist()
+        assert a.get_tensor("effects").tolist() == b.get_tensor("effects").tolist()
 
 
 def test_adapter_recipes_write_peft_adapters(trained):

@@ -75,6 +75,19 @@ def test_scorer_attributes_and_direction(scorer):
     assert "all-MiniLM-L6-v2" in info["version"]
 
 
+def test_raw_scores_are_the_unclipped_axis(scorer):
+    """raw_scores: the reference's axis (projection / fixed scale, no clipping); moral_scores
+    clips it to [-1, 1]; the scorer's attributes rescale the clipped score to [0, 1]."""
+    texts = ["help my neighbour carry her shopping", "torture a prisoner", "kill", "hug"]
+    raw, clipped = scorer.raw_scores(texts), scorer.moral_scores(texts)
+    assert np.allclose(np.clip(raw, -1, 1), clipped)
+    assert raw[0] > raw[1]
+    emb = scorer.encoder.embed(texts)
+    direct = ((emb - scorer.mean) @ scorer.direction) / scorer.scale
+    assert np.allclose(raw, direct.double().numpy(), atol=1e-6)
+    assert np.allclose(scorer.score(texts)["normative"], (1 + clipped) / 2)
+
+
 def test_template_mode_scores_action_phrases(scorer):
     templ = MoralDirectionScorer(template=True)
     assert templ.version != scorer.version

