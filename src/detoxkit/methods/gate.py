@@ -187,7 +187,7 @@ class _GateTransform(LogitsTransform):
         self.gate._stats["classified"] += len(texts)
         scores = torch.as_tensor(self.scorer.score(texts)["toxicity"], dtype=torch.float64)
         fired[rows] = (scores.nan_to_num(0.0) >= self.gate.threshold).to(fired.device)
-        return fired, self.step_uniforms is not None
+        return fired, self.step_uniforms is not None and self.sampling is not None
 
     def _redraw(self, out, rows, inner_top_p):
         """Rows `rows` of `out` replaced by one token drawn from them with a second uniform
