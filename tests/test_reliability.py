@@ -183,3 +183,17 @@ def test_benchmark_skips_a_method_whose_artefact_is_not_built():
     assert "skipped semantic-control" in done.stderr and "detoxkit train semantic-control" in done.stderr
     ratios = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(ratios) == {"cfl"} and not math.isnan(ratios["cfl"])
+
+
+def test_a_resume_whose_method_defaults_changed_is_refused(tiny_model_dir, tmp_path, capsys):
+    prompts = prompts_file(tmp_path, 2)
+    out = tmp_path / "run"
+    assert run(tiny_model_dir, prompts, out) == 0
+    info = json.loads((out / "run.json").read_text())
+    info["status"] = "running"
+    info["method_settings"]["settings"] = {"an_old_default": 1}  # as an older detoxkit resolved it
+    (out / "run.json").write_text(json.dumps(info))
+    before = files_of(out)
+    assert run(tiny_model_dir, prompts, out) == 2
+    assert "other method settings" in capsys.readouterr().err
+    assert files_of(out) == before

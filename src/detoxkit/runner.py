@@ -10,6 +10,7 @@ the batch, so the resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -69,6 +70,13 @@ class Evaluation:
             raise DetoxkitError(
                 f"{store.path} holds a run with a different config ({'; '.join(changes)}). "
                 "Use another --out directory, or `detoxkit score` to add a scorer to it.")
+        kept = old.get("method_settings")
+        if kept is not None and kept != self.method_settings:
+            raise DetoxkitError(
+                f"{store.path} was started with other method settings than these specs resolve to "
+                f"now (was {json.dumps(kept)[:300]}, now {json.dumps(self.method_settings)[:300]}): "
+                "a default changed since. Give the old settings explicitly in --method to resume, "
+                "or use another --out directory.")
         was = (old.get("prompts") or {}).get("fingerprint")
         now = self.prompt_set.fingerprint
         if was and was != now:
@@ -153,6 +161,9 @@ class Evaluation:
         from .scorers import check_scorer_spec
 
         self.method = build_method(self.cfg.methods)
+        # the settings the specs resolve to, defaults included: a newer detoxkit may change a
+        # default, and a resume must not mix the two
+        self.method_settings = json.loads(json.dumps(self.method.describe(), default=str))
         for spec in self.cfg.scorers:
             check_scorer_spec(spec)
         prompts = self._load_prompts()
@@ -182,6 +193,7 @@ class Evaluation:
         batch_rows = self._batch_rows(old)
         prov = self._provenance()
         prov["batch_rows"] = batch_rows
+        prov["method_settings"] = self.method_settings
         if prov["judge_also_guided"]:
             log.warning("the judging scorer %s also guided the method (%s): its scores grade "
                         "the method by its own teacher; judge with an independent scorer",
