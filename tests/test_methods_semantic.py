@@ -131,9 +131,9 @@ def test_gate_and_chain(table, tiny_lm, tmp_path):
     plain = sample(tiny_lm, n=6)
     alone = sample(tiny_lm, build_method(inner.replace(";", ",")), n=6)
     # a gate open at every step equals the method alone
-    assert sample(tiny_lm, build_method(f"gate:wrap={inner},table={cfl},threshold=0"), n=6) == alone
+    assert sample(tiny_lm, build_method(f"gate:wrap={inner},check=cfl,table={cfl},threshold=0"), n=6) == alone
     # a gate that never opens: the transform only sees skip() and sampling stays plain
-    never = build_method(f"gate:wrap={inner},table={cfl},threshold=2")
+    never = build_method(f"gate:wrap={inner},check=cfl,table={cfl},threshold=2")
     assert sample(tiny_lm, never, n=6) == plain
     # a gate that first opens at step 4 (first scorer check): the transform, skipped until then,
     # drafts once from that step's prefix and runs on the open steps only

@@ -268,11 +268,11 @@ def test_gate_and_chain(trained, tiny_lm, tmp_path):
                      {"scorer": "profanity-svm"})
     inner = spec(trained, sep=";")
     # a gate open everywhere equals TRACE alone; one that never opens equals plain sampling
-    assert sample(tiny_lm, build_method(f"gate:wrap={inner},table={cfl},threshold=0")) == \
+    assert sample(tiny_lm, build_method(f"gate:wrap={inner},check=cfl,table={cfl},threshold=0")) == \
         sample(tiny_lm, build_method(spec(trained)))
-    assert sample(tiny_lm, build_method(f"gate:wrap={inner},table={cfl},threshold=2")) == sample(tiny_lm)
+    assert sample(tiny_lm, build_method(f"gate:wrap={inner},check=cfl,table={cfl},threshold=2")) == sample(tiny_lm)
     # a gate opening on some steps only: TRACE's state follows the skipped steps
-    gate = build_method(f"gate:wrap={inner},table={cfl},threshold=0.3")
+    gate = build_method(f"gate:wrap={inner},check=cfl,table={cfl},threshold=0.3")
     sample(tiny_lm, gate, n=10)
     stats = gate.run_stats()
     assert stats["steps"] > 0

@@ -127,7 +127,7 @@ def _prompt_file(tmp_path: Path) -> Path:
     ["vocab-shift:path={vs}", "cfl:path={cfl}"],
     ["dexperts:alpha=2.0,path={experts}"],
     ["gedi:weight=10,path={gedi}"],
-    ["wordban:words={words}", "gate:wrap=dexperts:alpha=2.0;path={experts},table={cfl},threshold=0"],
+    ["wordban:words={words}", "gate:wrap=dexperts:alpha=2.0;path={experts},check=cfl,table={cfl},threshold=0"],
 ])
 def test_detoxkit_run_with_methods(methods, trained, tiny_model_dir, tmp_path, caplog):
     specs = [m.format(**{k: str(v) for k, v in trained.items()}) for m in methods]
