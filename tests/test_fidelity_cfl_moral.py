@@ -146,15 +146,26 @@ def _simple_tokenizer():
 
 
 def test_cfl_word_effects_map_to_the_tokens_that_spell_them():
+    """Each word's ATE goes to the generator tokens spelling it where it occurs (as written:
+    case and accents kept); stopword occurrences count 0; a token's effect is the mean."""
     tok = _simple_tokenizer()
-    words = {"idiot": (0.4, 10), "nice": (0.0, 5)}
-    ids, effects, weights = word_effects_to_tokens(tok, words)
-    table = dict(zip(ids, effects))
-    (idiot,) = tok(" idiot", add_special_tokens=False)["input_ids"]
-    assert table[idiot] == pytest.approx(0.4)
-    (nice,) = tok(" nice", add_special_tokens=False)["input_ids"]
-    assert table[nice] == 0.0
-    assert all(e >= 0 for e in effects) and min(weights) >= 5
+    texts = ["You idiot, you Idiot!", "an idiot idea", "I am here, Sir"]
+    sentences = [(t, word_tokenize(normalize_text(t))) for t in texts]
+    words = {"idiot": (0.4, 15), "idea": (0.1, 5), "sir": (0.2, 5)}
+    ids, effects, counts = word_effects_to_tokens(tok, sentences, words)
+    table = {t: (e, n) for t, e, n in zip(tok.convert_ids_to_tokens(ids), effects, counts)}
+    (idiot,) = tok.convert_ids_to_tokens(tok(" idiot", add_special_tokens=False)["input_ids"])
+    assert table[idiot] == (pytest.approx(0.4), 2)
+    for t in tok.convert_ids_to_tokens(tok(" you", add_special_tokens=False)["input_ids"]):
+        assert table[t][0] == 0.0  # a stopword: effect 0
+    for t in tok.convert_ids_to_tokens(tok(" Sir", add_special_tokens=False)["input_ids"]):
+        assert table[t][0] == pytest.approx(0.2)
+    assert all(e >= 0 for e in effects)
+    # the normalised text maps back to the text as written, accents and case included
+    from detoxkit.training.token_tables import _normalized_with_map
+
+    norm, where = _normalized_with_map(" Héllo WÖRLD ")
+    assert norm == "hello world" and where[0] == 1 and where[-1] == 11
 
 
 def test_cfl_lm_filler_ranks_by_whole_sentence_likelihood(tiny_lm):

@@ -317,33 +317,69 @@ def paper_word_effects(base, counterfactual, owners) -> dict[str, tuple[float, i
     return {w: (sums[w] / counts[w], counts[w]) for w in sums}
 
 
-def spellings(word: str) -> list[str]:
-    """How a generator writes a (lower-cased) word: as written, Capitalised, UPPER; each with
-    and without a leading space."""
-    forms = dict.fromkeys([word, word.capitalize(), word.upper()])
-    return [p + f for f in forms for p in (" ", "")]
+def _normalized_with_map(text: str) -> tuple[str, list[int]] | None:
+    """normalize_text(text) built character by character, with the index in `text` of each
+    character it holds; None where that does not give normalize_text's result."""
+    import unicodedata
+
+    chars, where = [], []
+    for j, ch in enumerate(text):
+        for c in unicodedata.normalize("NFD", ch):
+            if unicodedata.category(c) == "Mn":
+                continue
+            for low in c.lower():
+                chars.append(low)
+                where.append(j)
+    norm = "".join(chars)
+    stripped = norm.strip()
+    lead = len(norm) - len(norm.lstrip())
+    where = where[lead:lead + len(stripped)]
+    return (stripped, where) if stripped == normalize_text(text) else None
 
 
-def word_effects_to_tokens(tokenizer, word_effects: dict[str, tuple[float, int]]):
-    """(token ids, effects, weights): each word's ATE spread over every token of each of its
-    spellings; a token's effect is the mean of the ATEs of the words it spells, weighted by
-    their counterfactuals (so a token spelling only toxic words gets their effect, a piece shared
-    with many harmless words little of it). Tokens spelling no measured word are absent (0)."""
-    sums: dict[int, float] = {}
-    weights: Counter = Counter()
-    words = sorted(word_effects)
-    forms = [f for w in words for f in spellings(w)]
-    enc = tokenizer(forms, add_special_tokens=False)["input_ids"] if forms else []
-    k = 0
+def word_spans(text: str, words: list[str]) -> list[tuple[int, int] | None]:
+    """Each word's (start, end) in `text`, found left to right; None for a word not found as
+    written (the tokenizer's `` and '' for quotes)."""
+    spans, at = [], 0
     for w in words:
-        ate, n = word_effects[w]
-        for _ in spellings(w):
-            for t in set(enc[k]):
-                sums[t] = sums.get(t, 0.0) + ate * n
-                weights[t] += n
-            k += 1
+        k = text.find(w, at)
+        if k < 0:
+            spans.append(None)
+            continue
+        spans.append((k, k + len(w)))
+        at = k + len(w)
+    return spans
+
+
+def word_effects_to_tokens(tokenizer, sentences: list[tuple[str, list[str]]],
+                           word_effects: dict[str, tuple[float, int]]):
+    """(token ids, effects, occurrences): each word's ATE given to the generator tokens that
+    spell it where it occurs, in the sentences as written (text, its normalised words); a
+    stopword or punctuation occurrence counts as effect 0 (the reference gives it none). A
+    token's effect is the mean over its occurrences inside words: a piece that also spells
+    harmless words gets little of a toxic word's effect. Tokens never seen are absent (0)."""
+    sums: dict[int, float] = {}
+    counts: Counter = Counter()
+    texts = [t for t, _ in sentences]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else None
+    for n, (text, words) in enumerate(sentences):
+        mapped = _normalized_with_map(text)
+        if mapped is None:
+            continue
+        norm, where = mapped
+        spans = []
+        for w, span in zip(words, word_spans(norm, words)):
+            if span is None or (w not in word_effects and w not in STOPWORDS):
+                continue
+            value = word_effects[w][0] if w in word_effects else 0.0
+            spans.append((where[span[0]], where[span[1] - 1] + 1, value))
+        for tok, (a, b) in zip(enc["input_ids"][n], enc["offset_mapping"][n]):
+            values = [v for s, e, v in spans if s < b and a < e]
+            if values:
+                sums[tok] = sums.get(tok, 0.0) + sum(values) / len(values)
+                counts[tok] += 1
     ids = sorted(sums)
-    return ids, [sums[t] / weights[t] for t in ids], [weights[t] for t in ids]
+    return ids, [sums[t] / counts[t] for t in ids], [counts[t] for t in ids]
 
 
 class LMFiller:
@@ -475,8 +511,9 @@ def _paper_sentences(tokenizer, data, max_tokens: int) -> list[dict]:
                     max_length=max_tokens)["input_ids"]
     out = []
     for ids in enc:
-        text = normalize_text(tokenizer.decode(ids, skip_special_tokens=True))
-        out.append({"text": text, "words": word_tokenize(text)})
+        original = tokenizer.decode(ids, skip_special_tokens=True)
+        text = normalize_text(original)
+        out.append({"text": text, "words": word_tokenize(text), "original": original})
     return out
 
 
@@ -576,8 +613,8 @@ def _train_cfl_paper(config: CFLConfig) -> Path:
     every word that is not a stopword or punctuation is masked and filled with `fills` fills
     (LMFiller: the generator in place of the reference's RoBERTa); each filled sentence's effect
     is max(0, score(sentence) - score(filled sentence)); a word's ATE is the plain mean of its
-    effects over all its occurrences and fills. Token effects: word_effects_to_tokens. Resumable:
-    the fills are appended to a checkpoint file as they are made."""
+    effects over all its occurrences and fills. Token effects: word_effects_to_tokens, over the
+    same sentences. Resumable: the fills are appended to a checkpoint file as they are made."""
     import torch
 
     from ..scorers import load_scorer
@@ -595,7 +632,8 @@ def _train_cfl_paper(config: CFLConfig) -> Path:
     with Progress(len(texts), f"cfl: scoring with {config.scorer}", unit="texts") as bar:
         cf = judge.score(texts, progress=bar.update)["toxicity"]
     words = paper_word_effects(base, cf, owners)
-    ids, effects, weights = word_effects_to_tokens(tokenizer, words)
+    ids, effects, weights = word_effects_to_tokens(
+        tokenizer, [(s["original"], r["words"]) for s, r in zip(sentences, records)], words)
     out = output_path(artefact_name(_cfl_kind("paper"), tokenizer), config.out)
     word_table = {w: [round(e, 6), n] for w, (e, n) in sorted(words.items(), key=lambda kv: -kv[1][0])}
     save_table(out, {"ids": torch.tensor(ids, dtype=torch.int32),
