@@ -249,26 +249,23 @@ def normalize_text(text: str) -> str:
 # ('s 're 've 'll 'd 'm n't) become words of their own; a period is split off where it ends a
 # word before a space or the end (word_tokenize splits sentences first, so it does so at every
 # sentence end).
+def _split_groups(match) -> str:
+    return " " + " ".join(g for g in match.groups() if g) + " "
+
+
 _TB_RULES = [
     (re.compile(r'^"'), "``"),
     (re.compile(r"(``)"), r" \1 "),
     (re.compile(r'([ (\[{<])("|\'{2})'), r"\1 `` "),
-    (re.compile(r"([:,])([^\d])"), r" \1 \2"),
-    (re.compile(r"([:,])$"), r" \1 "),
-    (re.compile(r"\.\.\.+"), r" ... "),
-    (re.compile(r"[;@#$%&]"), r" \g<0> "),
+    (re.compile(r"([:,])([^\d])|([:,])$"), lambda m: f" {m[1]} {m[2]}" if m[1] else f" {m[3]} "),
+    (re.compile(r"\.\.\.+|[;@#$%&]"), lambda m: " ... " if m[0][0] == "." else f" {m[0]} "),
     (re.compile(r"([^.])(\.)([\]\)}>\"']*)(\s|$)"), r"\1 \2 \3\4"),
-    (re.compile(r"[?!]"), r" \g<0> "),
-    (re.compile(r"([^'])' "), r"\1 ' "),
-    (re.compile(r"[\]\[\(\)\{\}<>]"), r" \g<0> "),
-    (re.compile(r"--"), r" -- "),
+    (re.compile(r"[?!]|([^'])' "), lambda m: f"{m[1]} ' " if m[1] else f" {m[0]} "),
+    (re.compile(r"[\]\[\(\)\{\}<>]|--"), r" \g<0> "),
     (re.compile(r'"'), " '' "),
     (re.compile(r"(\S)('')"), r"\1 \2 "),
-    (re.compile(r"([^' ])('[sSmMdD]|') "), r"\1 \2 "),
-    (re.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
-    (re.compile(r"(?i)\b(can)(not)\b"), r" \1 \2 "),
-    (re.compile(r"(?i)\b(gon|wan)(na)\b"), r" \1 \2 "),
-    (re.compile(r"(?i)\b(got)(ta)\b"), r" \1 \2 "),
+    (re.compile(r"([^' ])('[sSmMdD]|'|'ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
+    (re.compile(r"(?i)\b(?:(can)(not)|(gon|wan)(na)|(got)(ta))\b"), _split_groups),
 ]
 
 
