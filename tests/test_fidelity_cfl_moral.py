@@ -23,19 +23,17 @@ import torch
 from detoxkit.backends.sampling import nucleus_sample
 from detoxkit.corpus import CorpusRow
 from detoxkit.methods.moral import MoralFilter, _MoralTransform
-from detoxkit.training.token_tables import (
+from detoxkit.training.cfl_paper import (
     STOPWORDS,
-    CFLConfig,
     LMFiller,
-    _counterfactuals,
     masked_positions,
     normalize_text,
     paper_counterfactuals,
     paper_word_effects,
-    substitute_token_effects,
     word_effects_to_tokens,
     word_tokenize,
 )
+from detoxkit.training.token_tables import CFLConfig, _counterfactuals, substitute_token_effects
 
 # ---- CFL ---------------------------------------------------------------------------------------
 
@@ -162,7 +160,7 @@ def test_cfl_word_effects_map_to_the_tokens_that_spell_them():
         assert table[t][0] == pytest.approx(0.2)
     assert all(e >= 0 for e in effects)
     # the normalised text maps back to the text as written, accents and case included
-    from detoxkit.training.token_tables import _normalized_with_map
+    from detoxkit.training.cfl_paper import _normalized_with_map
 
     norm, where = _normalized_with_map(" Héllo WÖRLD ")
     assert norm == "hello world" and where[0] == 1 and where[-1] == 11

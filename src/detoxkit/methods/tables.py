@@ -9,7 +9,7 @@ unit maximum magnitude; tokens never seen get 0.
 
 CFL (Madhavan et al. 2023): the average treatment effect (ATE) of each word on a scorer's
 toxicity, estimated as the authors' reference code does (`detoxkit train cfl`, the `paper`
-estimator in training/token_tables.py: per word, stopwords skipped, each word masked and filled
+estimator in training/cfl_paper.py: per word, stopwords skipped, each word masked and filled
 with its 5 best fills, each counterfactual's effect clipped at 0, a plain mean) and spread over
 the generator's tokens. At decoding time a candidate's logit is lowered by
 `strength * max(effect, 0)` (tokens that raise toxicity by more than `min_effect`).
