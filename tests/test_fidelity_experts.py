@@ -276,3 +276,28 @@ def test_gedi_mode_settings():
         build_method("gedi:mode=continuation,repetition_penalty=1.2")
     with pytest.raises(DetoxkitError, match="mode must be one of"):
         build_method("gedi:mode=prompt")
+
+
+def test_ranked_prefix_equals_a_full_sort():
+    """The nucleus cut and GeDi's heuristic rank tokens without sorting the vocabulary: the same
+    sets as a full sort (large vocabularies, excluded tokens, mass ranked above every token)."""
+    from detoxkit.methods.experts import ranked_prefix
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(8):
+        B, V = 4, [50, 3000, 49152, 20000][trial % 4]
+        key = torch.randn(B, V, generator=g, dtype=torch.float64) * (1 + 4 * trial)
+        if trial % 2:
+            key[:, ::3] = float("-inf")
+        probs = torch.softmax(torch.randn(B, V, generator=g, dtype=torch.float64) * 3, -1)
+        above = torch.rand(B, generator=g, dtype=torch.float64) * 0.3
+        order = key.argsort(-1, descending=True)
+        live = torch.isfinite(key.gather(-1, order))
+        p = probs.gather(-1, order) * live
+        before = above[:, None] + torch.cat([torch.zeros(B, 1, dtype=torch.float64),
+                                             p.cumsum(-1)[:, :-1]], dim=-1)
+        for limit in (0.0, 0.2, 0.9):
+            for inclusive in (True, False):
+                inside = (before <= limit if inclusive else before < limit) & live
+                want = torch.zeros(B, V, dtype=torch.bool).scatter(-1, order, inside)
+                assert torch.equal(ranked_prefix(key, probs, limit, inclusive, above), want)

@@ -63,30 +63,53 @@ def has_adapter_metadata(path: Path) -> bool:
     return (path / "detoxkit.json").exists()
 
 
-def ranked_prefix(key: torch.Tensor, probs: torch.Tensor, limit: float,
-                  inclusive: bool) -> torch.Tensor:
-    """[B, V] mask of each row's tokens, ranked by `key` (descending), while the probability of
-    the tokens ranked above them is below `limit` (at most `limit` if inclusive); the first is
-    always in. Looked for among the top 64, 1,024, 8,192 keys, then all, as the sampler does."""
+BINS = 4096  # ranked_prefix's bins per round
+RESOLVE = 256  # ... and the most tokens it sorts
+
+
+def ranked_prefix(key: torch.Tensor, probs: torch.Tensor, limit: float, inclusive: bool,
+                  above: torch.Tensor | None = None, _depth: int = 0) -> torch.Tensor:
+    """[B, V] mask: each row's tokens, ranked by `key` (descending; -inf: never in), whose
+    probability ranked above them (plus `above` [B], mass ranked above every token) is below
+    `limit` (at most `limit` if inclusive). Exact without sorting the vocabulary: tokens are
+    binned by key, whole bins are in or out by their mass, and only the one bin where the
+    limit falls is looked into (its tokens gathered and binned again, sorted once few)."""
     B, V = key.shape
-    keep = torch.zeros(B, V, dtype=torch.bool, device=key.device)
-    rows = torch.arange(B, device=key.device)
-    for k in (64, 1024, 8192, V):
-        k = min(k, V)
-        index = key[rows].topk(k, dim=-1).indices
-        p = probs[rows].gather(-1, index)
+    base = torch.zeros(B, dtype=torch.float64, device=key.device) if above is None else above.double()
+
+    def ok(mass):
+        return mass <= limit if inclusive else mass < limit
+
+    live = key > float("-inf")
+    if V <= RESOLVE or _depth >= 3:
+        values, index = key.topk(V, dim=-1)
+        valid = values > float("-inf")
+        p = probs.gather(-1, index).double() * valid
         cum = p.cumsum(dim=-1)
-        above = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
-        inside = above <= limit if inclusive else above < limit
-        inside[:, 0] = True
-        ends = cum[:, -1] > limit if inclusive else cum[:, -1] >= limit
-        done = ends | (k == V)
-        if done.any():
-            d = done.nonzero().squeeze(-1)
-            keep[rows[d]] = keep[rows[d]].scatter(-1, index[d], inside[d])
-            rows = rows[~done]
-        if len(rows) == 0:
-            break
+        before = base[:, None] + torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
+        return torch.zeros_like(live).scatter(-1, index, ok(before) & valid)
+    # bin = (key - row min) * BINS / row range, truncated: monotone in key, so bins keep the
+    # order; excluded tokens go to an extra bin that counts for nothing
+    lo = key.masked_fill(~live, float("inf")).amin(dim=-1, keepdim=True)
+    width = key.amax(dim=-1, keepdim=True) - lo
+    scale = torch.where(width > 0, BINS / width.clamp(min=1e-30), torch.zeros_like(width))
+    bins = (key - lo).mul_(scale).clamp_(0, BINS - 1).long().masked_fill_(~live, BINS)
+    mass = torch.zeros(B, BINS + 1, dtype=probs.dtype, device=key.device)
+    mass = mass.scatter_add_(1, bins, probs)[:, :BINS].double()
+    higher = base[:, None] + mass.flip(-1).cumsum(dim=-1).flip(-1) - mass  # mass of higher bins
+    whole = ok(higher + mass)  # every token of the bin is in
+    crossing = ~whole & ok(higher)  # the bin where the limit falls (at most one per row)
+    code = torch.cat([whole.to(torch.int8) + 2 * crossing.to(torch.int8),
+                      torch.zeros_like(whole[:, :1], dtype=torch.int8)], dim=1).gather(1, bins)
+    keep = code == 1
+    inside = code == 2
+    k = int(inside.sum(dim=-1).max())
+    if k:
+        index = inside.to(torch.float32).topk(k, dim=-1).indices  # the crossing bin's tokens
+        sub_key = key.gather(1, index).masked_fill(~inside.gather(1, index), float("-inf"))
+        offset = (higher * crossing).sum(dim=-1)
+        sub = ranked_prefix(sub_key, probs.gather(1, index), limit, inclusive, offset, _depth + 1)
+        keep.scatter_(1, index, sub | keep.gather(1, index))
     return keep
 
 
@@ -97,9 +120,9 @@ def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p >= 1.0:
         return torch.ones_like(logits, dtype=torch.bool)
     logits = logits.float()
-    lse = torch.logsumexp(logits, dim=-1).double()
-    probs = torch.exp(logits.double() - lse[:, None])
-    return ranked_prefix(logits, probs, top_p - TOP_P_TOLERANCE, inclusive=False)
+    keep = ranked_prefix(logits, torch.softmax(logits, dim=-1), top_p - TOP_P_TOLERANCE,
+                         inclusive=False)
+    return keep.scatter(-1, logits.argmax(dim=-1, keepdim=True), True)  # never empty
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -286,13 +309,15 @@ class _GeDiTransform(LogitsTransform):
         z, lse = self.prev
         V = logits.shape[-1]
         shift = (self.cum[1] - lse[1]) - (self.cum[0] - lse[0])  # [B]
-        x = self.logit_scale * (z[1, :, :V] - z[0, :, :V] + shift[:, None]) / n[:, None] - m.class_bias
-        log_post = fit_width(-torch.nn.functional.softplus(x), logits)  # log P(non-toxic | x, v)
+        x = z[1, :, :V] - z[0, :, :V]
+        x.add_(shift[:, None]).mul_(self.logit_scale / n[:, None]).sub_(m.class_bias)
+        log_post = fit_width(torch.nn.functional.softplus(x).neg_(), logits)  # log P(non-toxic | x, v)
         if not self.paper:
             return logits + m.weight * log_post
-        out = torch.log_softmax(logits.float(), dim=-1) + m.weight * log_post.float()
-        out = self._heuristic(out, log_post.float())
-        out = out - out.max(dim=-1, keepdim=True).values + m.rep_penalty_scale
+        log_post = log_post.float()
+        out = torch.log_softmax(logits.float(), dim=-1).add_(log_post, alpha=m.weight)
+        out = self._heuristic(out, log_post)
+        out.sub_(out.max(dim=-1, keepdim=True).values).add_(m.rep_penalty_scale)  # max: exactly the scale
         out = self._repetition_penalty(out, input_ids)
         self.top_p_override = torch.ones(logits.shape[0], dtype=torch.float64, device=logits.device)
         return out.to(logits.dtype)
@@ -305,10 +330,12 @@ class _GeDiTransform(LogitsTransform):
         m = self.m
         if m.filter_p <= 0 or m.target_p_biased <= 0:
             return out
-        probs = torch.softmax(out.double(), dim=-1)
-        kept = ranked_prefix(log_post, probs, 1.0 - m.filter_p, inclusive=True)
-        kept |= log_post >= math.log(m.target_p_biased)
-        return out - REMOVED * (~kept).to(out.dtype)
+        probs = torch.softmax(out, dim=-1)
+        desired = log_post >= math.log(m.target_p_biased)  # kept whatever their rank
+        kept = desired | ranked_prefix(log_post.masked_fill(desired, float("-inf")), probs,
+                                       1.0 - m.filter_p, True,
+                                       (probs.double() * desired).sum(dim=-1))
+        return out.sub_(REMOVED * (~kept).to(out.dtype))
 
     def _repetition_penalty(self, out, input_ids):
         """GeDi's penalty (CTRL's, on logits shifted to max rep_penalty_scale): every earlier
