@@ -37,8 +37,15 @@ def texts(run_dir: Path) -> list[tuple]:
 
 
 def ray_workers() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::BatchWorker"], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
+    """Pids of the actors' processes (Ray names them after the actor class)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ray::BatchWorker" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
 
 
 def test_ray_run_equals_the_local_run(tiny_model_dir, tmp_path):
