@@ -41,8 +41,8 @@ def run_on_ray(cfg, batches: list[list[Request]], done: set[tuple[str, int]]) ->
     if started:
         ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
-    worker_cls = ray.remote(num_cpus=1, num_gpus=cfg.worker_gpus, max_restarts=-1,
-                            max_task_retries=0)(BatchWorker)
+    worker_cls = ray.remote(num_cpus=_cpus_per_worker(ray, cfg.workers), num_gpus=cfg.worker_gpus,
+                            max_restarts=-1, max_task_retries=0)(BatchWorker)
     try:
         workers = [worker_cls.remote(cfg) for _ in range(cfg.workers)]
         queue, pending, idle = list(batches), {}, list(workers)
@@ -69,3 +69,11 @@ def run_on_ray(cfg, batches: list[list[Request]], done: set[tuple[str, int]]) ->
     finally:
         if started:
             ray.shutdown()
+
+
+def _cpus_per_worker(ray, workers: int) -> int:
+    """The cluster's CPUs shared out over the actors, at most one node's worth each (Ray sets an
+    actor's thread count from its CPUs: one CPU each would leave cores idle)."""
+    total = int(ray.cluster_resources().get("CPU", 1))
+    largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)
+    return max(1, min(largest, total // max(1, workers)))

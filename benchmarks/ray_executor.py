@@ -1,6 +1,6 @@
 """The Ray executor's overhead and scaling against a local run, measured in the same run.
 
-    python benchmarks/ray.py [--prompts 16] [--samples 10] [--tokens 20] [--batch-size 20]
+    python benchmarks/ray_executor.py [--prompts 16] [--samples 10] [--tokens 20] [--batch-size 20]
 
 Three `detoxkit run`s of the embedded SmolLM2 on the first N prompts of
 ../shared/data/rtp/challenging_toxic.jsonl (no oracle, profanity-svm): local, Ray with 1
