@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The real prompts the benchmarks run on live next to the checkout, never inside it.
+PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

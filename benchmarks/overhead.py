@@ -34,10 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import add_threads_option, apply_threads, unavailable
+from common import PROMPTS, add_threads_option, apply_threads, unavailable
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
 
 
 # Methods many times slower than sampling (gradients, an encoder per candidate): timed in the

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
+from common import PROMPTS
 
 
 def naive(lm, scorer, prompts, samples: int, max_new_tokens: int) -> int:

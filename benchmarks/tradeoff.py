@@ -36,10 +36,8 @@ import math
 import sys
 from pathlib import Path
 
-from common import add_threads_option, apply_threads, unavailable
+from common import PROMPTS, ROOT, add_threads_option, apply_threads, unavailable
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ROOT.parent / "shared" / "data" / "rtp" / "challenging_toxic.jsonl"
 
 METHODS = {
     "base": ["none"],
