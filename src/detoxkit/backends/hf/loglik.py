@@ -49,12 +49,15 @@ def published_nll(lm: LoadedLM, prompts: list[str], continuations: list[str],
     tok = lm.tokenizer
     out = list(separate)
     redo: list[tuple[int, list[int], list[int]]] = []
+    prompt_ids: dict[str, list[int]] = {}  # k samples share each prompt
     for i, (p, c) in enumerate(zip(prompts, continuations)):
         if not c:
             out[i] = (0.0, 0)
             continue
         joint = tok(p + c, add_special_tokens=True)["input_ids"]
-        prompt = tok(p, add_special_tokens=True)["input_ids"]
+        if p not in prompt_ids:
+            prompt_ids[p] = tok(p, add_special_tokens=True)["input_ids"]
+        prompt = prompt_ids[p]
         if joint != prompt + tok(c, add_special_tokens=False)["input_ids"]:
             redo.append((i, joint, prompt))
     if not redo:
