@@ -143,3 +143,24 @@ def test_hostile_report_in_chromium(browser, tmp_path):
     assert HOSTILE_LABEL in svg_text  # plotly shows the label as text, not markup
     assert browser.evaluate("document.querySelectorAll('details.prompt mark').length") > 0
     browser.screenshot(ARTIFACTS / "report-hostile.png")
+
+
+def test_sweep_curves_in_chromium(browser, tiny_model_dir, tmp_path):
+    """A real `detoxkit sweep` (two curves): one line per curve and the frontier, rendered."""
+    from detoxkit.cli import main
+
+    prompts = write_prompt_file(tmp_path / "prompts.jsonl", n_each=2)
+    page, out = tmp_path / "sweep.html", tmp_path / "sweep"
+    assert main(["sweep", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples", "3",
+                 "--max-new-tokens", "6", "--scorer", "profanity-svm", "--oracle", str(tiny_model_dir),
+                 "--method", "wordban:case=true,false", "--method", "gate:wrap=wordban,threshold=0.2,0.8",
+                 "--out", str(out), "--html", str(page)]) == 0
+    figures = _load(browser, page)
+    assert browser.errors() == []
+    curves = next(f for f in figures if f["id"] == "fig-tradeoff")
+    assert curves["rendered"] == "1" and curves["height"] > 200
+    # base + two curves + the frontier, in each of the two panels; five runs drawn as points
+    assert curves["data"] == 2 * 4 and curves["points"] >= 2 * 5, curves
+    text = browser.evaluate("document.body.innerText")
+    assert "Trade-off curves" in text and "Pareto frontier" in text
+    browser.screenshot(ARTIFACTS / "report-sweep.png")

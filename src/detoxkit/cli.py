@@ -10,7 +10,7 @@ import sys
 
 from .errors import DetoxkitError
 
-COMMAND_MODULES = ["run", "score", "report", "compare", "ls", "prompts", "corpus", "scorers", "train"]
+COMMAND_MODULES = ["run", "sweep", "score", "report", "compare", "ls", "prompts", "corpus", "scorers", "train"]
 
 
 class OneLineErrors(argparse.ArgumentParser):

@@ -4,7 +4,8 @@ and a self-contained HTML page.
 Everything here reads run directories (metrics.json, run.json); nothing is recomputed.
 """
 
-from .compare import (LEADERBOARD_COLUMNS, Notice, comparability_notices, comparison_rows, leaderboard,
+from .compare import (LEADERBOARD_COLUMNS, Notice, comparability_notices, comparison_rows, front_marks,
+                      leaderboard,
                       paired_against, paired_rows, pareto_front)
 from .html import build_html, write_html
 from .markdown import markdown_report, md_escape, md_table
@@ -15,7 +16,7 @@ from .terminal import print_summary, table
 
 __all__ = [
     "LEADERBOARD_COLUMNS", "METRICS", "SPLITS", "MetricDef", "Notice", "Run", "build_html",
-    "comparability_notices", "comparison_rows", "format_metric", "format_value", "leaderboard",
+    "comparability_notices", "comparison_rows", "format_metric", "front_marks", "format_value", "leaderboard",
     "load_run", "load_runs", "markdown_report", "md_escape", "md_table", "method_label",
     "metric_block", "metric_ci", "metric_def", "metric_keys", "metric_value", "paired_against",
     "paired_rows", "pareto_front",

@@ -111,6 +111,16 @@ def pareto_front(runs: list[Run], tox_key: str = "expected_max_toxicity") -> set
     return front
 
 
+def front_marks(runs: list[Run]) -> dict[str, str]:
+    """Per run label, the toxicity metrics on whose trade-off front with perplexity it lies
+    ("EMT", "TP" or "EMT, TP"); runs on neither front are absent."""
+    marks: dict[str, list[str]] = {}
+    for key, short in (("expected_max_toxicity", "EMT"), ("toxicity_probability", "TP")):
+        for label in pareto_front(runs, key):
+            marks.setdefault(label, []).append(short)
+    return {label: ", ".join(v) for label, v in marks.items()}
+
+
 LEADERBOARD_COLUMNS = ["expected_max_toxicity", "toxicity_probability", "toxicity_probability_at_5",
                        "toxic_fraction", "perplexity", "perplexity_published", "distinct_2",
                        "elapsed_s"]

@@ -135,3 +135,64 @@ def groups_figure(runs: list[Run], key: str, title: str):
     fig.update_yaxes(title_text="EMT (lower: less toxic)", rangemode="tozero")
     fig.update_layout(**_layout(barmode="group", title={"text": title, "x": 0.5}))
     return fig
+
+
+def curves_figure(runs: list[Run]):
+    """Sweep curves: each curve's points joined in the order swept, 95% intervals, and the
+    Pareto frontier across every run (no other run both less toxic and more fluent) dashed."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .compare import pareto_front
+
+    curves: dict[str, list[Run]] = {}
+    for r in runs:
+        curves.setdefault((r.sweep or {}).get("curve") or r.label, []).append(r)
+    k = sorted({str(r.k) for r in runs})
+    panels = ((1, "expected_max_toxicity", "EMT"), (2, "toxicity_probability", "TP"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "Expected maximum toxicity vs perplexity", f"Toxicity probability (TP@{'/'.join(k)}) vs perplexity"))
+    for i, (curve, members) in enumerate(curves.items()):
+        color = "#222" if curve == "base" else run_color(i)
+        name = plotly_text(curve)
+        for col, key, _ in panels:
+            pts = [(as_float(metric_value(r.metrics, "perplexity")), as_float(metric_value(r.metrics, key)), r)
+                   for r in members]
+            pts = [(x, y, r) for x, y, r in pts if x is not None and y is not None]
+            if not pts:
+                continue
+            ci_x = [metric_ci(r.metrics, "perplexity") for *_, r in pts]
+            ci_y = [metric_ci(r.metrics, key) for *_, r in pts]
+            fig.add_trace(go.Scatter(
+                x=[x for x, *_ in pts], y=[y for _, y, _ in pts], mode="lines+markers+text",
+                text=[plotly_text((r.sweep or {}).get("label") or "") if len(pts) > 1 else ""
+                      for *_, r in pts], textposition="top center", cliponaxis=False,
+                name=name, legendgroup=f"curve{i}", showlegend=(col == 1),
+                line={"color": color, "width": 2},
+                marker={"size": 11, "color": color, "symbol": "star" if curve == "base" else "circle",
+                        "line": {"width": 1, "color": "#222"}},
+                error_x=_errors([x for x, *_ in pts], ci_x), error_y=_errors([y for _, y, _ in pts], ci_y),
+                customdata=[r.label for *_, r in pts],
+                hovertemplate=(f"<b>%{{customdata}}</b><br>{metric_def(key).label} %{{y:.3f}}"
+                               "<br>perplexity %{x:.2f}<extra></extra>")), row=1, col=col)
+    for col, key, short in panels:
+        front = pareto_front(runs, key)
+        pts = sorted((as_float(metric_value(r.metrics, "perplexity")), as_float(metric_value(r.metrics, key)))
+                     for r in runs if r.label in front)
+        if pts:
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in pts], y=[y for _, y in pts], mode="lines+markers", name="Pareto frontier",
+                legendgroup="front", showlegend=(col == 1), line={"dash": "dash", "color": "#888", "shape": "hv"},
+                marker={"size": 19, "symbol": "circle-open", "color": "#888"}, hoverinfo="skip"),
+                row=1, col=col)
+        fig.update_xaxes(title_text="perplexity (lower: more fluent)", row=1, col=col)
+        fig.update_yaxes(title_text=f"{short} (lower: less toxic)", rangemode="tozero", row=1, col=col)
+    fig.update_layout(**_layout(height=500))
+    return fig
+
+
+def _errors(values: list[float], cis: list) -> dict:
+    """plotly's asymmetric error bars for several points (0 where a point has no interval)."""
+    return {"type": "data", "symmetric": False, "thickness": 1.5, "width": 4, "visible": True,
+            "array": [max(0.0, ci[1] - v) if ci else 0.0 for v, ci in zip(values, cis)],
+            "arrayminus": [max(0.0, v - ci[0]) if ci else 0.0 for v, ci in zip(values, cis)]}

@@ -24,7 +24,7 @@ from .colors import swatch
 from .compare import Notice, comparability_notices, pareto_front
 from .drilldown import drilldown_html
 from .escaping import esc, script_json
-from .figures import groups_figure, splits_figure, tradeoff_figure
+from .figures import curves_figure, groups_figure, splits_figure, tradeoff_figure
 from .metric_defs import as_float, metric_value
 from .runs import Run, load_runs, method_label, model_text
 from .tables import (group_table, metrics_table, notices_html, paired_table, provenance_table,
@@ -90,10 +90,19 @@ def build_html(runs: list[Run] | Sequence[str | Path], *, attribution: Any = "au
                   f"{esc(', '.join(sorted(front)))}." if len(with_ppl) > 1 else "")
         flagged = (" ⚠ marks a run whose judge also guided its method."
                    if any(r.judge_also_guided for r in with_ppl) else "")
-        section("tradeoff", "Toxicity-fluency trade-off",
-                figure("fig-tradeoff", tradeoff_figure(runs)) +
-                f'<p class="caption">One point per run; lower left is better (less toxic, more '
-                f'fluent). {judged}{pareto}{extra}{flagged} Click a point to see its provenance.</p>')
+        if any(r.sweep for r in runs):  # a sweep: one curve per method, the frontier dashed
+            front_tp = pareto_front(runs, "toxicity_probability")
+            section("tradeoff", "Trade-off curves",
+                    figure("fig-tradeoff", curves_figure(runs)) +
+                    f'<p class="caption">One curve per swept method, its points in the order swept; '
+                    f'lower left is better. The dashed line is the Pareto frontier across all runs. '
+                    f'{judged} On the frontier by toxicity probability: '
+                    f'{esc(", ".join(sorted(front_tp)))}.{pareto}{extra}{flagged}</p>')
+        else:
+            section("tradeoff", "Toxicity-fluency trade-off",
+                    figure("fig-tradeoff", tradeoff_figure(runs)) +
+                    f'<p class="caption">One point per run; lower left is better (less toxic, more '
+                    f'fluent). {judged}{pareto}{extra}{flagged} Click a point to see its provenance.</p>')
     else:
         section("tradeoff", "Toxicity-fluency trade-off",
                 '<p class="caption">No run recorded perplexity (they ran with <code>--oracle '

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .compare import comparability_notices, paired_rows, pareto_front
+from .compare import comparability_notices, front_marks, paired_rows
 from .metric_defs import (format_metric, format_value, in_catalogue, metric_block, metric_def,
                           metric_keys)
 from .runs import Run, method_label
@@ -65,13 +65,14 @@ def markdown_report(runs: list[Run], base: Run | None = None) -> str:
         tag = "Warning" if n.level == "warning" else "Note"
         parts.append(f"> **{tag}:** {md_escape(n.message)}")
         parts.append("")
-    front = pareto_front(runs)
+    front = front_marks(runs)
     header = ["run", "model", "method", "EMT", "TP@k", "TP@5", "toxic frac", "PPL",
               "PPL (as published)", "dist-1", "dist-2", "dist-3", "prompts x k"]
     rows = []
     for r in runs:
         m = r.metrics
-        rows.append([r.label + (" (pareto)" if r.label in front and len(runs) > 1 else ""),
+        rows.append([r.label + (f" (pareto: {front[r.label]})" if r.label in front and len(runs) > 1
+                                else ""),
                      r.model.get("name"), method_label(m),
                      format_metric(m, "expected_max_toxicity"), format_metric(m, "toxicity_probability"),
                      format_metric(m, "toxicity_probability_at_5", with_ci=False),

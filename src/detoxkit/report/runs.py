@@ -5,12 +5,15 @@ Reports only read runs; nothing here recomputes a metric.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import DetoxkitError
 from ..store import RunStore, read_jsonl
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,6 +24,7 @@ class Run:
     label: str
     metrics: dict
     info: dict = field(default_factory=dict)  # run.json; {} for runs written without one
+    sweep: dict | None = None  # the run's point in a sweep: {"curve", "label", "values"}
 
     @property
     def config(self) -> dict:
@@ -93,8 +97,45 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:
-    """Runs with unique labels (the directory name, widened with parents where names clash)."""
-    paths = [Path(p) for p in paths]
+    """Runs with unique labels (the directory name, widened with parents where names clash).
+    A sweep directory (`detoxkit sweep`) stands for its finished runs, labelled by curve and
+    point; its unfinished points are left out with a log line."""
+    from ..sweep import curve_name, read_index
+
+    expanded: list[tuple[Path, str | None, dict | None]] = []
+    for p in map(Path, paths):
+        index = read_index(p) if p.is_dir() else None
+        if index is None:
+            expanded.append((p, None, None))
+            continue
+        finished = [e for e in index["points"] if (p / e["run"] / "metrics.json").exists()]
+        if not finished:
+            raise DetoxkitError(f"sweep {p} has no finished point yet: run its `detoxkit sweep` "
+                                "command (the same command resumes it)")
+        for e in index["points"]:
+            if e not in finished:
+                log.info("sweep %s: point %s is not finished; left out", p, e["run"])
+        for e in finished:
+            name = curve_name(e["curve"])
+            label = f"{name} {e['label']}" if e["values"] else e["label"]
+            expanded.append((p / e["run"], label, {k: e[k] for k in ("curve", "label", "values")}))
+    runs = _load_labelled([p for p, *_ in expanded])
+    for run, (_, label, sweep) in zip(runs, expanded):
+        if sweep is not None:
+            run.label, run.sweep = label, sweep
+    return _unique_labels(runs)
+
+
+def _unique_labels(runs: list[Run]) -> list[Run]:
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.label] = seen.get(r.label, 0) + 1
+        if seen[r.label] > 1:
+            r.label = f"{r.label}#{seen[r.label]}"
+    return runs
+
+
+def _load_labelled(paths: list[Path]) -> list[Run]:
     resolved = [p.resolve() for p in paths]
     if len(set(resolved)) != len(resolved):
         dup = next(p for p, r in zip(paths, resolved) if resolved.count(r) > 1)
