@@ -126,6 +126,9 @@ TRAINERS.register("experts", "detoxkit.training.adapters:EXPERTS",
                   "DExperts expert / anti-expert LoRA adapters")
 TRAINERS.register("gedi", "detoxkit.training.adapters:GEDI",
                   "GeDi class-conditional LM (one LoRA adapter per control code)")
+TRAINERS.register("rlhf", "detoxkit.training.rlhf:RLHF",
+                  "PPO on a LoRA policy with a holistic or fine-grained (per-sentence) toxicity reward "
+                  "and a KL penalty to the base model")
 TRAINERS.register("pplm-head", "detoxkit.training.pplm_head:TRAINER",
                   "PPLM attribute head (non-toxic / toxic) for a generator")
 TRAINERS.register("hmm", "detoxkit.training.hmm:TRAINER",
