@@ -8,7 +8,7 @@ per-token rewards minus kl_coef * (log p - log p_ref), where the reference is th
 with the adapter disabled (PEFT's disable_adapter: no second copy of the weights); GAE,
 whitened advantages; `ppo_epochs` passes over the batch in `minibatches` minibatches of the
 clipped policy objective + clipped value loss (training/ppo.py). A checkpoint every
-`checkpoint_every` steps (training/rlhf_state.py): rerun the same command after a kill and it
+`checkpoint_every` steps (training/lm_checkpoint.py): rerun the same command after a kill and it
 continues; the rollouts and minibatch orders depend only on (seed, step), so a resumed run
 follows the uninterrupted one.
 """
@@ -16,25 +16,29 @@ follows the uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..artefacts import output_path
 from ..errors import DetoxkitError
 from ..progress import Progress
 from .base import GeneratorConfig, Trainer, command_line, load_generator, set_threads, setting
+from .lm_adapter import METADATA_FILE
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "rlhf_log.jsonl"
+CHECKPOINTS = "checkpoints"
 VALUE_HEAD = "value_head.safetensors"
 # Settings a resumed run may change (the rest must match the checkpoint's run).
-RESUMABLE_CHANGES = ("steps", "threads", "checkpoint_every", "out", "device")
+RESUMABLE_CHANGES = ("threads", "checkpoint_every", "out", "device")
 
 
 @dataclass
@@ -80,7 +84,7 @@ class RLHFConfig(GeneratorConfig):
     threads: int = setting(2, "CPU threads")
     checkpoint_every: int = setting(5, "steps between checkpoints")
     out: str | None = setting(None, "output adapter directory (default: the cache, "
-                                    "$DETOXKIT_HOME/adapters/rlhf-<reward>-<model key>)")
+                                    "$DETOXKIT_HOME/adapters/rlhf-<reward>/<model>)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -136,8 +140,9 @@ class Policy:
         self.value_head = torch.nn.Linear(hidden, 1).to(self.model.device)
         torch.nn.init.zeros_(self.value_head.weight)  # values start at 0
         torch.nn.init.zeros_(self.value_head.bias)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.params += list(self.value_head.parameters())
+        # one module holding every trainable tensor, for lm_checkpoint's named save and load
+        self.trainable = torch.nn.ModuleDict({"policy": self.peft, "value_head": self.value_head})
+        self.params = [p for p in self.trainable.parameters() if p.requires_grad]
 
     def trainable_params(self) -> int:
         return sum(p.numel() for p in self.params)
@@ -268,30 +273,57 @@ def ppo_update(policy: Policy, optimizer, batch: Rollouts, old_logp, old_values,
     return {k: v / updates for k, v in totals.items()}
 
 
-def _default_out(config: RLHFConfig, lm) -> Path:
-    from ..methods.experts import model_key
+def config_hash(config: RLHFConfig, data_fingerprint: str) -> str:
+    record = {**_settings(config), "data_fingerprint": data_fingerprint}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
-    return output_path(f"{_recipe(config)}-{model_key(lm)}", config.out, "adapters")
+
+def _finished(out: Path, digest: str) -> bool:
+    """True where `out` already holds this run's result (so a rerun does nothing)."""
+    path = out / METADATA_FILE
+    if not path.exists():
+        return False
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("config_hash") != digest:
+        raise DetoxkitError(f"{out} already holds a model trained with other settings or prompts "
+                            f"({meta.get('command')}): use another --out, or remove it to retrain")
+    return True
 
 
-def _resume(out: Path, config: RLHFConfig, policy: Policy, optimizer, kl) -> tuple[int, dict]:
-    """Load the newest checkpoint (if any) of the same run; (steps done, saved state)."""
-    from .rlhf_state import latest_checkpoint, load_checkpoint, read_log, read_state, write_log
+def read_log(path: Path, up_to_step: int) -> list[dict]:
+    """The step log's entries up to a checkpoint's step (a torn last line is dropped)."""
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("step", 0) <= up_to_step:
+            entries.append(entry)
+    return entries
 
-    ckpt = latest_checkpoint(out)
-    if ckpt is None:
-        (out / LOG_FILE).unlink(missing_ok=True)  # a fresh run: no stale log lines
-        return 0, {}
-    saved = read_state(ckpt)
-    if saved.get("settings") != json.loads(json.dumps(_settings(config))):
-        diff = sorted(k for k, v in _settings(config).items() if saved.get("settings", {}).get(k) != v)
-        raise DetoxkitError(f"{out} holds a checkpoint of another run (settings differ: "
-                            f"{', '.join(diff)}); use another --out or delete {ckpt.parent}")
-    state = load_checkpoint(ckpt, policy.peft, policy.value_head, optimizer)
-    kl.value = state["kl_coef"]
-    write_log(out / LOG_FILE, read_log(out / LOG_FILE, state["step"]))
-    log.info("resuming %s from step %d (%s)", _recipe(config), state["step"], ckpt)
+
+def _resume(out: Path, digest: str, policy: Policy, optimizer, scheduler, kl) -> tuple[int, dict]:
+    """Load the newest checkpoint (if any; of the same settings); (steps done, saved state).
+    The step log keeps the steps up to it: those after it are redone."""
+    from .lm_checkpoint import latest_checkpoint, load_checkpoint
+
+    ckpt = latest_checkpoint(out / CHECKPOINTS)
+    entries: list[dict] = []
+    state: dict[str, Any] = {"step": 0}
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, policy.trainable, optimizer, scheduler, digest)
+        kl.value = state["kl_coef"]
+        entries = read_log(out / LOG_FILE, state["step"])
+        log.info("resuming rlhf from %s (step %d)", ckpt, state["step"])
+    write_json_lines(out / LOG_FILE, entries)
     return state["step"], state
+
+
+def write_json_lines(path: Path, entries: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def train_rlhf(config: RLHFConfig) -> Path:
@@ -299,19 +331,23 @@ def train_rlhf(config: RLHFConfig) -> Path:
     PEFT's format, its value head and detoxkit.json. Rerun after a kill to continue."""
     import torch
 
-    from ..backends.hf.models import weights_revision
     from ..scorers import load_scorer
+    from .dapt import default_out
+    from .lm_checkpoint import save_checkpoint
     from .ppo import KLController
     from .rlhf_prompts import training_prompts
     from .rlhf_rewards import parse_reward_weights
-    from .rlhf_state import append_log, peak_memory_mb, save_checkpoint
 
     set_threads(config.threads)
     weights = parse_reward_weights(config.reward_weights)
     data = training_prompts(config.prompts, config.prompt_rows, config.seed, config.holdout)
+    out = default_out(_recipe(config), config, config.out)
+    digest = config_hash(config, data.fingerprint)
+    if _finished(out, digest):
+        log.info("%s already holds this %s model: nothing to do", out, _recipe(config))
+        return out
     scorer = load_scorer(config.scorer, device=config.device)
     lm = load_generator(config)
-    out = _default_out(config, lm)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     encoded = [(pid, lm.tokenizer(text, add_special_tokens=True)["input_ids"][-config.max_prompt_tokens:])
@@ -323,8 +359,9 @@ def train_rlhf(config: RLHFConfig) -> Path:
     policy = Policy(lm, config)
     try:
         optimizer = torch.optim.AdamW(policy.params, lr=config.lr, weight_decay=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # a constant lr
         kl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
-        start, saved = _resume(out, config, policy, optimizer, kl)
+        start, saved = _resume(out, digest, policy, optimizer, scheduler, kl)
         tokens_seen, wall = saved.get("tokens_seen", 0), saved.get("wall_s", 0.0)
         last: dict[str, Any] = saved.get("last", {})
         t0 = time.time()
@@ -340,41 +377,46 @@ def train_rlhf(config: RLHFConfig) -> Path:
             tokens_seen += stats["response_tokens"]
             last = {"step": step + 1, **{k: round(v, 6) for k, v in {**stats, **losses}.items()},
                     "kl_coef": round(kl.value, 6), "wall_s": round(wall + time.time() - t0, 1)}
-            append_log(out / LOG_FILE, last)
+            with open(out / LOG_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(last) + "\n")
             kl.update(stats["kl"], len(batch.tokens))
             bar.update(1)
             bar.note(f"reward {stats['reward_mean']:.3f}, toxicity {stats['toxicity']:.3f}, "
                      f"kl {stats['kl']:.3f}")
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-                save_checkpoint(out, step + 1, policy.peft, policy.value_head, optimizer,
-                                {"settings": _settings(config), "kl_coef": kl.value, "last": last,
-                                 "tokens_seen": tokens_seen,
+            if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+                save_checkpoint(out / CHECKPOINTS, step + 1, policy.trainable, optimizer, scheduler,
+                                {"config_hash": digest, "config": _settings(config),
+                                 "kl_coef": kl.value, "last": last, "tokens_seen": tokens_seen,
                                  "wall_s": round(wall + time.time() - t0, 1)})
         bar.close()
         wall += time.time() - t0
-        _save_output(out, config, policy, lm, data, scorer, weights, kl, start, tokens_seen, wall,
-                     last, weights_revision(Path(lm.info["path"])) if lm.info.get("path") else lm.revision,
-                     peak_memory_mb())
+        _save_output(out, config, policy, lm, data, scorer, weights, kl, digest,
+                     {"resumed_from_step": start or None, "tokens_seen": tokens_seen,
+                      "wall_s": round(wall, 1), "last": last})
     finally:
         policy.restore()
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the result is whole: checkpoints are spent
     log.info("%s adapter -> %s", _recipe(config), out)
     return out
 
 
 def _save_output(out: Path, config: RLHFConfig, policy: Policy, lm, data, scorer, weights, kl,
-                 start: int, tokens_seen: int, wall: float, last: dict, base_revision: str,
-                 peak_mb: float) -> None:
+                 digest: str, run: dict[str, Any]) -> None:
+    """The adapter, its value head and detoxkit.json (lm_adapter.save_lm_adapter: the keys every
+    LM recipe records, then the rlhf ones)."""
     from safetensors.torch import save_file
 
-    policy.peft.save_pretrained(str(out))
+    from .lm_adapter import peak_memory_mb, save_lm_adapter
+
     save_file({k: v.detach().contiguous() for k, v in policy.value_head.state_dict().items()},
               str(out / VALUE_HEAD))
+    last = run["last"]
     meta = {
-        "recipe": _recipe(config), "base_model": config.model, "base_revision": base_revision,
+        "recipe": _recipe(config), "base_model": config.model, "base_revision": lm.revision,
         "data": {"source": data.source, "fingerprint": data.fingerprint, "rows": len(data.texts),
                  "toxic_rows": data.toxic},
-        "tokens_seen": tokens_seen, "steps": config.steps, "final_loss": last.get("loss"),
-        "wall_s": round(wall, 1), "peak_memory_mb": peak_mb,
+        "tokens_seen": run["tokens_seen"], "steps": config.steps, "final_loss": last.get("loss"),
+        "wall_s": run["wall_s"], "peak_memory_mb": peak_memory_mb(str(policy.model.device)),
         "trainable_params": policy.trainable_params(),
         "guided_by": [scorer.name, *[g for g in scorer.guided_by if g != scorer.name]],
         "command": command_line("rlhf", config),
@@ -390,12 +432,21 @@ def _save_output(out: Path, config: RLHFConfig, policy: Policy, lm, data, scorer
                                                 "max_grad_norm", "max_new_tokens", "top_p",
                                                 "temperature", "seed")},
         "lora": {"rank": config.rank, "alpha": config.alpha, "target_modules": config.target_modules},
-        "value_head": VALUE_HEAD, "log": LOG_FILE, "resumed_from_step": start or None,
-        "final": last, "created_by": "detoxkit train rlhf",
+        "value_head": VALUE_HEAD, "log": LOG_FILE, "resumed_from_step": run["resumed_from_step"],
+        "final": last, "config": _settings(config), "config_hash": digest,
+        "created_by": "detoxkit train rlhf",
     }
-    tmp = out / "detoxkit.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    tmp.replace(out / "detoxkit.json")
+    save_lm_adapter(policy.peft, out, meta)
 
 
-RLHF = Trainer("rlhf", RLHFConfig, train_rlhf)
+def report(config: RLHFConfig, path: Path) -> None:
+    meta = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+    final = meta.get("final") or {}
+    print(f"{path}\n  {meta['recipe']}: {meta['steps']} PPO steps, {meta['tokens_seen']} sampled "
+          f"tokens, reward {final.get('reward_mean')}, toxicity {final.get('toxicity')}, "
+          f"KL {final.get('kl')} (last step), {meta['trainable_params']} trainable parameters, "
+          f"{meta['wall_s']} s, peak memory {meta['peak_memory_mb']} MB, "
+          f"{meta.get('weights_mb')} MB of weights")
+
+
+RLHF = Trainer("rlhf", RLHFConfig, train_rlhf, report)
