@@ -33,6 +33,7 @@ def default_scorer() -> str:
 @dataclass
 class RunConfig:
     model: str = DEFAULT_MODEL
+    adapter: str | None = None  # a trained adapter directory applied to the model (hf backend)
     prompts: str = DEFAULT_PROMPTS
     text_field: str | None = None  # text column of generic prompt files
     limit: int | None = None  # stratified, seeded subset of the prompts
@@ -72,7 +73,8 @@ class RunConfig:
                         "worker_gpus")
     # Fields added after runs existed: left out of the hash at their default, so that those
     # runs keep their hash and resume.
-    HASHED_UNLESS_DEFAULT = {"prompt_format": "raw", "instruction": None, "system_prompt": None}
+    HASHED_UNLESS_DEFAULT = {"prompt_format": "raw", "instruction": None, "system_prompt": None,
+                             "adapter": None}
 
     def __post_init__(self):
         if not self.scorers:

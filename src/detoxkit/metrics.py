@@ -262,6 +262,8 @@ def compute_metrics(store, prov: dict, skipped: list[dict] | None = None) -> dic
         "n_generation_failed": len(failed),
         "generation_failures": _count_reasons(failed),
     })
+    if prov.get("adapter"):  # a trained adapter on the model (detoxkit run --adapter)
+        metrics["adapter"] = prov["adapter"]
     return metrics
 
 

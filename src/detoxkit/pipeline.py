@@ -38,7 +38,8 @@ class Components:
         from .scorers import load_scorer
 
         method = method or build_method(cfg.methods)
-        backend = load_backend(cfg.model, cfg=cfg)
+        adapter = {"adapter": cfg.adapter} if getattr(cfg, "adapter", None) else {}
+        backend = load_backend(cfg.model, cfg=cfg, **adapter)  # the generator only, not the oracle
         check_method_support(method, backend)
         scorers = [load_scorer(name, device=cfg.device) for name in cfg.scorers]
         return cls(cfg, method, backend, scorers, _load_oracle(cfg, backend))

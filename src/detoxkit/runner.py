@@ -77,6 +77,12 @@ class Evaluation:
                 f"now (was {json.dumps(kept)[:300]}, now {json.dumps(self.method_settings)[:300]}): "
                 "a default changed since. Give the old settings explicitly in --method to resume, "
                 "or use another --out directory.")
+        was_adapter = (old.get("adapter") or {}).get("fingerprint")
+        if self.adapter is not None and was_adapter and was_adapter != self.adapter.fingerprint:
+            raise DetoxkitError(
+                f"{store.path} was started with another adapter in {self.adapter.path} (fingerprint "
+                f"{was_adapter}, now {self.adapter.fingerprint}): it was retrained since. Use "
+                "another --out directory for the new adapter.")
         was = (old.get("prompts") or {}).get("fingerprint")
         now = self.prompt_set.fingerprint
         if was and was != now:
@@ -85,6 +91,20 @@ class Evaluation:
                 f"now (content fingerprint {was[:12]}, now {now[:12]}): the prompt file changed. "
                 f"Restore it to resume this run, or use another --out directory for the new prompts.")
         return old
+
+    def _read_adapter(self):
+        """The run's trained adapter, checked before anything is written (None without one)."""
+        if not self.cfg.adapter:
+            return None
+        from .backends import split_model_spec
+        from .training.lm_adapter import read_adapter
+
+        backend = split_model_spec(self.cfg.model)[0]
+        if backend != "hf":
+            raise DetoxkitError(f"--adapter applies to models of the hf backend (transformers in "
+                                f"this process), not to {self.cfg.model}: serve the merged model "
+                                f"there instead (a full fine-tune, or the adapter merged with PEFT)")
+        return read_adapter(self.cfg.adapter)
 
     def _load_prompts(self) -> list[Prompt]:
         from .prompts import load_prompts
@@ -133,12 +153,16 @@ class Evaluation:
 
     def _provenance(self) -> dict:
         judge = self.scorers[0].info()
+        # what chose a trained adapter's data (filter scorer, reward, corpus labels) guides too
         guided = self.method.guided_by()
+        if self.adapter is not None:
+            guided = sorted(set(guided) | set(self.adapter.guided_by))
         overlap = sorted(set(guided) & ({judge["name"]} | set(judge.get("guided_by", []))))
         return {
             "config_hash": self.cfg.config_hash(),
             "config": self.cfg.hashed_fields(),
             "model": self.backend.describe(),
+            "adapter": self.adapter.describe() if self.adapter else None,
             "method": self.method.describe(),
             "scorer": judge,
             "scorers": [s.info() for s in self.scorers],
@@ -161,6 +185,7 @@ class Evaluation:
         from .scorers import check_scorer_spec
 
         self.method = build_method(self.cfg.methods)
+        self.adapter = self._read_adapter()
         # the settings the specs resolve to, defaults included: a newer detoxkit may change a
         # default, and a resume must not mix the two
         self.method_settings = json.loads(json.dumps(self.method.describe(), default=str))

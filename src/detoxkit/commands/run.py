@@ -7,6 +7,8 @@ from ..config import RunConfig
 # flag -> (config field, type, help); defaults come from RunConfig
 FLAGS = {
     "--model": ("model", str, "registered model name, hub id, local directory, or BACKEND:MODEL"),
+    "--adapter": ("adapter", str, "a trained adapter directory (detoxkit train dapt|sgeat|rlhf) "
+                                  "applied to the model (hf backend)"),
     "--prompts": ("prompts", str, "registered prompt set name or a file path"),
     "--text-field": ("text_field", str, "text column of a generic JSONL/CSV/Parquet prompt file"),
     "--limit": ("limit", int, "use N prompts (stratified by prompt toxicity, seeded)"),

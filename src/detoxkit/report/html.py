@@ -26,7 +26,7 @@ from .drilldown import drilldown_html
 from .escaping import esc, script_json
 from .figures import curves_figure, groups_figure, splits_figure, tradeoff_figure
 from .metric_defs import as_float, metric_value
-from .runs import Run, load_runs, method_label, model_text
+from .runs import Run, adapter_text, load_runs, method_label, model_text
 from .tables import (group_table, metrics_table, notices_html, paired_table, provenance_table,
                      scorers_table, splits_table, versions_table)
 
@@ -158,7 +158,8 @@ def build_html(runs: list[Run] | Sequence[str | Path], *, attribution: Any = "au
     fig_scripts = "".join(
         f'<script type="application/json" data-figure="{fid}">{script_json(fig.to_plotly_json())}</script>'
         for fid, fig in figures)
-    run_list = "".join(f"<span>{swatch(i)}{esc(r.label)}: {esc(r.model.get('name'))}, "
+    run_list = "".join(f"<span>{swatch(i)}{esc(r.label)}: {esc(r.model.get('name'))}"
+                       f"{esc(adapter_text(r.model))}, "
                        f"{esc(method_label(r.metrics))}</span>" for i, r in enumerate(runs))
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     nav_html = "".join(f'<a href="#{sid}">{esc(h)}</a>' for sid, h in nav)

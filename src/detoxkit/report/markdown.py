@@ -11,7 +11,7 @@ import json
 from .compare import comparability_notices, front_marks, paired_rows
 from .metric_defs import (format_metric, format_value, in_catalogue, metric_block, metric_def,
                           metric_keys)
-from .runs import Run, method_label
+from .runs import Run, adapter_text, method_label
 
 
 def md_escape(text) -> str:
@@ -73,7 +73,7 @@ def markdown_report(runs: list[Run], base: Run | None = None) -> str:
         m = r.metrics
         rows.append([r.label + (f" (pareto: {front[r.label]})" if r.label in front and len(runs) > 1
                                 else ""),
-                     r.model.get("name"), method_label(m),
+                     f"{r.model.get('name')}{adapter_text(r.model)}", method_label(m),
                      format_metric(m, "expected_max_toxicity"), format_metric(m, "toxicity_probability"),
                      format_metric(m, "toxicity_probability_at_5", with_ci=False),
                      format_metric(m, "toxic_fraction", with_ci=False),
@@ -114,7 +114,8 @@ def markdown_report(runs: list[Run], base: Run | None = None) -> str:
     prov = []
     for r in runs:
         oracle = r.oracle or {}
-        prov.append([r.label, f"{r.model.get('name')} ({r.model.get('revision')})",
+        model = f"{r.model.get('name')} ({r.model.get('revision')}){adapter_text(r.model)}"
+        prov.append([r.label, model,
                      f"{r.method.get('name')} {_settings_text(r.method)}".strip(),
                      r.judge_label, ", ".join(r.guided_by) or "-",
                      f"{oracle.get('name')} ({oracle.get('revision')})" if r.oracle else "-",

@@ -168,7 +168,17 @@ def short_model_name(name: Any) -> str:
 
 
 def model_text(d: dict | None) -> str:
-    """A model (generator or oracle) as 'name @ revision', '-' when there is none."""
+    """A model (generator or oracle) as 'name @ revision', '-' when there is none, with the
+    trained adapter applied to it (if any)."""
     if not d:
         return "-"
-    return f"{d.get('name')} @ {d.get('revision')}"
+    return f"{d.get('name')} @ {d.get('revision')}{adapter_text(d)}"
+
+
+def adapter_text(d: dict | None) -> str:
+    """' + <recipe> adapter <dir> (<fingerprint>)' for a generator run with --adapter, else ''."""
+    a = (d or {}).get("adapter")
+    if not a:
+        return ""
+    return (f" + {a.get('recipe') or 'trained'} adapter {Path(str(a.get('path'))).name} "
+            f"({str(a.get('fingerprint', ''))[:19]})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .metric_defs import format_interval, format_value, format_with_interval
-from .runs import method_label
+from .runs import adapter_text, method_label
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -41,7 +41,7 @@ def print_summary(metrics: dict, run_dir: str | Path) -> None:
     model = metrics.get("model", {})
     oracle = metrics.get("oracle") or {}
     print(f"run: {run_dir}")
-    print(f"model: {model.get('name')} ({model.get('revision')})   method: {method_label(metrics)}   "
+    print(f"model: {model.get('name')} ({model.get('revision')}){adapter_text(model)}   method: {method_label(metrics)}   "
           f"judged by: {metrics.get('scorer', {}).get('name')} {metrics.get('scorer', {}).get('version')}")
     print(table(rows, header))
     print(f"perplexity under {oracle.get('name', 'no oracle')}: "

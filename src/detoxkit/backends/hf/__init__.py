@@ -20,8 +20,13 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model: str, device: str = "cpu", dtype: str = "auto",
-                 nll_batch_size: int = 16):
-        self.lm = load_lm(model, device=device, dtype=dtype)
+                 nll_batch_size: int = 16, adapter: str | None = None):
+        if adapter:  # a trained adapter (detoxkit train dapt|sgeat|rlhf) on its own model copy
+            from ...training.lm_adapter import load_adapted_lm
+
+            self.lm = load_adapted_lm(model, adapter, device=device, dtype=dtype)
+        else:
+            self.lm = load_lm(model, device=device, dtype=dtype)
         self.nll_batch_size = nll_batch_size
         self.context_length = self.lm.context_length
         self.capabilities = Capabilities(
