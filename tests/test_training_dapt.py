@@ -38,10 +38,14 @@ def trained(tmp_path_factory, small_corpus, tiny_model_dir):
                      "--sample-tokens", "16", "--scorer", "profanity-svm", "--steps", "4",
                      "--seq-len", "16", "--batch", "2", "--threads", "1",
                      "--out", str(d / "sgeat")]) == 0
-        assert main(["train", "experts", "--model", model, "--rows", "64", "--steps", "2",
-                     "--batch", "4", "--max-len", "16", "--layers", "1",
-                     "--out", str(d / "experts")]) == 0
-    return {"dapt": d / "dapt", "sgeat": d / "sgeat", "experts": d / "experts"}
+        for kind in ("experts", "gedi"):
+            assert main(["train", kind, "--model", model, "--rows", "64", "--steps", "2",
+                         "--batch", "4", "--max-len", "16", "--layers", "1",
+                         "--out", str(d / kind)]) == 0
+        assert main(["train", "pplm-head", "--model", model, "--rows", "64", "--epochs", "1",
+                     "--out", str(d / "pplm.safetensors")]) == 0
+    return {"dapt": d / "dapt", "sgeat": d / "sgeat", "experts": d / "experts", "gedi": d / "gedi",
+            "pplm": d / "pplm.safetensors"}
 
 
 def _logits(model, ids):
@@ -323,14 +327,19 @@ def test_run_with_an_adapter_from_the_yaml_config(trained, tiny_model_dir, tmp_p
     assert len((out / "generations.jsonl").read_text().splitlines()) == 4
 
 
-def test_run_with_an_adapter_and_decoding_methods(trained, tiny_model_dir, tmp_path, caplog):
+@pytest.mark.parametrize("methods", [["wordban", "dexperts:alpha=2.0,path={experts}"],
+                                     ["gedi:weight=10,path={gedi}"], ["pplm:path={pplm}"]])
+def test_run_with_an_adapter_and_decoding_methods(methods, trained, tiny_model_dir, tmp_path,
+                                                  caplog):
+    """Methods holding their own adapters or hooks run on the adapted (merged) model."""
     out = tmp_path / "run"
-    args = _run_args(tiny_model_dir, tmp_path, out) + [
-        "--adapter", str(trained["sgeat"]), "--method", "wordban",
-        "--method", f"dexperts:alpha=2.0,path={trained['experts']}"]
+    args = _run_args(tiny_model_dir, tmp_path, out) + ["--adapter", str(trained["sgeat"])]
+    for spec in methods:
+        args += ["--method", spec.format(**{k: str(v) for k, v in trained.items()})]
     assert main(args) == 0
     run = json.loads((out / "run.json").read_text())
-    assert run["method"]["name"] == "chain" and run["adapter"]["metadata"]["recipe"] == "sgeat"
+    name = "chain" if len(methods) > 1 else methods[0].split(":")[0]
+    assert run["method"]["name"] == name and run["adapter"]["metadata"]["recipe"] == "sgeat"
     # the sgeat adapter was filtered by profanity-svm, which judges here: the hygiene warning
     assert "profanity-svm" in run["judge_also_guided"] and "also guided" in caplog.text
     rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
