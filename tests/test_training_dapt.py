@@ -35,8 +35,8 @@ def trained(tmp_path_factory, small_corpus, tiny_model_dir):
     with corpus_from(small_corpus):
         assert main(["train", "dapt", "--model", model, *DAPT_ARGS, "--out", str(d / "dapt")]) == 0
         assert main(["train", "sgeat", "--model", model, "--samples", "30", "--chunk", "8",
-                     "--sample-tokens", "16", "--scorer", "profanity-svm", "--steps", "4",
-                     "--seq-len", "16", "--batch", "2", "--threads", "1",
+                     "--sample-tokens", "16", "--scorer", "profanity-svm", "--steps", "8",
+                     "--seq-len", "16", "--batch", "4", "--threads", "1",
                      "--out", str(d / "sgeat")]) == 0
         for kind in ("experts", "gedi"):
             assert main(["train", kind, "--model", model, "--rows", "64", "--steps", "2",
@@ -75,7 +75,7 @@ def test_loss_falls_on_a_fixed_batch(mode, tiny_model_dir):
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    blocks = pack_blocks(["The weather is nice today and we walk in the park" + EOS] * 8, tok, 16)
+    blocks, _ = pack_blocks(["The weather is nice today and we walk in the park" + EOS] * 8, tok, 16)
     config = DAPTConfig(model=str(tiny_model_dir), mode=mode, rank=8, lr=1e-2 if mode == "lora" else 1e-3,
                         warmup=0, schedule="constant")
     model = wrap_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
@@ -109,7 +109,9 @@ def test_dapt_writes_a_peft_adapter_with_the_shared_metadata(trained, small_corp
         rows = list(csv.DictReader(fh))
     nontoxic_train = [r for r in rows if r["text"].strip() and not in_prompt_pool(r["text"])
                       and r["is_offensive"] == "0"]
-    assert meta["data"]["rows"] == len(nontoxic_train) < len(rows)  # toxic and prompt-pool rows left out
+    # toxic and prompt-pool rows left out; of the rest, the first that fill the token budget
+    assert meta["data"]["rows_available"] == len(nontoxic_train) < len(rows)
+    assert 0 < meta["data"]["rows"] < len(nontoxic_train)
     losses = [json.loads(x)["loss"] for x in (out / "loss.jsonl").read_text().splitlines()]
     assert len(losses) == 20 and meta["final_loss"] < meta["first_loss"]
     assert meta["command"].startswith("detoxkit train dapt --model")
@@ -272,6 +274,7 @@ def test_sgeat_trains_on_exactly_the_least_toxic_half(trained):
     scores = np.asarray(load_scorer("profanity-svm").score(texts)["toxicity"], dtype=float)
     valid = [i for i in range(30) if texts[i].strip() and math.isfinite(scores[i])]
     assert sel["kept"] == len(valid) // 2 == meta["data"]["rows"] and sel["kept"] > 0
+    assert "rows_available" not in meta["data"]  # the budget (8 x 4 x 16 tokens) reads them all
     kept = sorted(sorted(valid, key=lambda i: (scores[i], i))[:sel["kept"]])
     dropped = set(valid) - set(kept)
     assert max(scores[i] for i in kept) <= min(scores[i] for i in dropped)

@@ -161,8 +161,12 @@ def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Pat
         log.info("%s already holds this %s model: nothing to do", out, recipe)
         return out
     lm = load_generator(config)
-    blocks = pack_blocks(data.texts, lm.tokenizer, config.seq_len)
     total = config.total_steps()
+    # tokenize only what one pass of the budget reads; the data recorded is what was used
+    blocks, used = pack_blocks(data.texts, lm.tokenizer, config.seq_len, total * config.batch)
+    if used < len(data.texts):
+        data = dataclasses.replace(data, texts=data.texts[:used],
+                                   details={**data.details, "rows_available": len(data.texts)})
     torch.manual_seed(config.seed)
     model = wrap_model(copy.deepcopy(lm.model), config)  # the shared base model stays as it is
     model.train()

@@ -86,22 +86,32 @@ def _jsonl_text(line: str, path: Path, n: int, text_field: str) -> str:
     return text.strip()
 
 
-def pack_blocks(texts: list[str], tokenizer, seq_len: int):
+def pack_blocks(texts: list[str], tokenizer, seq_len: int, max_blocks: int | None = None):
     """The texts as one token stream (each text followed by the end-of-text token, which also
-    starts sgeat's unconditional samples), cut into [n_blocks, seq_len]; the tail is dropped."""
+    starts sgeat's unconditional samples), cut into [n_blocks, seq_len]; the tail is dropped.
+    With max_blocks, only the texts needed to fill that many blocks are tokenized (a token
+    budget below one pass over a large corpus reads the first texts only). Returns (blocks,
+    number of texts used)."""
     import torch
 
     eos = tokenizer.eos_token_id
     if eos is None:
         raise DetoxkitError("the tokenizer has no end-of-text token to separate texts")
     stream: list[int] = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        stream += ids + [eos]
-    n = len(stream) // seq_len
+    used, need = 0, None if max_blocks is None else max_blocks * seq_len
+    for start in range(0, len(texts), 512):
+        for ids in tokenizer(texts[start:start + 512], add_special_tokens=False)["input_ids"]:
+            stream += ids + [eos]
+            used += 1
+            if need is not None and len(stream) >= need:
+                break
+        if need is not None and len(stream) >= need:
+            break
+    n = len(stream) // seq_len if need is None else min(max_blocks, len(stream) // seq_len)
     if n == 0:
         raise DetoxkitError(f"{len(texts)} texts hold {len(stream)} tokens, fewer than one block "
                             f"of --seq-len {seq_len}: give more text or a shorter --seq-len")
-    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len), used
 
 
 def step_blocks(n_blocks: int, batch: int, step: int, seed: int) -> list[int]:
