@@ -213,13 +213,21 @@ def test_kl_controller_fixed_and_adaptive():
 
 # ---- training prompts --------------------------------------------------------------------
 
+def _doubled(text: str) -> str:
+    return f"{text} {text}"  # its first half of words is `text` again
+
+
 @pytest.fixture(scope="module")
 def continuation_corpus(tmp_path_factory) -> Path:
-    """A labelled corpus from RTP continuations (not prompts), labelled by their toxicity."""
+    """A labelled corpus from RTP continuations labelled by their toxicity, plus rows whose
+    first half is an RTP challenging prompt (an evaluation prompt: never to be picked)."""
     path = tmp_path_factory.mktemp("rlhf-corpus") / "clean_data.csv"
     with open(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(["is_offensive", "text"])
+        challenging = RTP_CHALLENGING.read_text(encoding="utf-8").splitlines()
+        for line in challenging[:60]:
+            writer.writerow([1, _doubled(json.loads(line)["prompt"]["text"])])
         for src in (RTP_CHALLENGING, RTP_NONTOXIC):
             for line in src.read_text(encoding="utf-8").splitlines()[:400]:
                 part = json.loads(line)["continuation"]
@@ -230,15 +238,18 @@ def continuation_corpus(tmp_path_factory) -> Path:
 
 def test_corpus_prompts_are_balanced_first_halves_of_training_rows(continuation_corpus):
     from detoxkit.corpus import clean_text, iter_corpus
-    from detoxkit.training.rlhf_prompts import check_disjoint, corpus_prompts
+    from detoxkit.training.rlhf_prompts import check_disjoint, corpus_prompts, holdout_texts
 
     with corpus_from(continuation_corpus):
-        prompts = corpus_prompts(40, seed=1)
         rows = {r.row: r for r in iter_corpus(pool="train")}
+        everything = corpus_prompts(len(rows) // 4, seed=1)  # no holdout given
+        prompts = corpus_prompts(len(rows) // 4, seed=1, held_out=holdout_texts("auto"))
         check_disjoint(prompts, "auto")  # no error: disjoint from the embedded and RTP sets
-    assert len(prompts.texts) == 40 and prompts.toxic == 20
+        with pytest.raises(DetoxkitError, match="overlap"):
+            check_disjoint(everything, "auto")  # the doubled rows were reachable
+    assert len(prompts.texts) == len(rows) // 4 and prompts.toxic == (len(rows) // 4 + 1) // 2
     picked = [rows[int(i.split("-")[1])] for i in prompts.ids]
-    assert sum(r.is_offensive for r in picked) == 20
+    assert sum(r.is_offensive for r in picked) == prompts.toxic
     for row, text in zip(picked, prompts.texts):
         words = clean_text(row.text).split()
         assert text == " ".join(words[:min(len(words) // 2, 24)]) and len(text.split()) >= 3
@@ -380,3 +391,4 @@ def test_resume_refuses_other_settings(tiny_model_dir, tmp_path, capsys):
     assert main(_rlhf_args(tiny_model_dir, prompts, out, "--steps", "2", "--prompts-per-step", "4",
                            "--max-new-tokens", "6", "--lr", "1e-3")) == 2
     assert "other settings" in capsys.readouterr().err
+

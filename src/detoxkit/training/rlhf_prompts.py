@@ -45,8 +45,10 @@ def first_half(text: str) -> str:
     return " ".join(words[:min(len(words) // 2, MAX_PROMPT_WORDS)])
 
 
-def corpus_prompts(n: int, seed: int = 0) -> TrainingPrompts:
-    """n prompts (half from toxic rows, half from non-toxic ones) from the training pool."""
+def corpus_prompts(n: int, seed: int = 0, held_out: dict[str, str] | None = None) -> TrainingPrompts:
+    """n prompts (half from toxic rows, half from non-toxic ones) from the training pool, none
+    overlapping `held_out` (holdout_texts: the pool split keeps exact rows out of the embedded
+    set, but the corpus has near-duplicate rows)."""
     from ..corpus import clean_text, training_rows
     from ..prompts.embedded import used_corpus_rows
 
@@ -63,7 +65,7 @@ def corpus_prompts(n: int, seed: int = 0) -> TrainingPrompts:
         if len(picked[label]) >= need[label] or len(text.split()) < MIN_WORDS:
             continue
         prompt = first_half(text)
-        if _normal(prompt) not in seen:
+        if _normal(prompt) not in seen and not (held_out and overlaps([prompt], held_out)):
             seen.add(_normal(prompt))
             picked[label].append((row.row, prompt))
     chosen = picked[1] + picked[0]
@@ -144,7 +146,10 @@ def check_disjoint(prompts: TrainingPrompts, holdout: str) -> None:
 
 
 def training_prompts(path: str | None, n: int, seed: int, holdout: str) -> TrainingPrompts:
-    """--prompts FILE, or n prompts from the corpus's training pool; checked against the holdout."""
-    prompts = file_prompts(path) if path else corpus_prompts(n, seed)
-    check_disjoint(prompts, holdout)
-    return prompts
+    """--prompts FILE (refused where it overlaps the holdout), or n prompts from the corpus's
+    training pool (skipping those that overlap it)."""
+    if path:
+        prompts = file_prompts(path)
+        check_disjoint(prompts, holdout)
+        return prompts
+    return corpus_prompts(n, seed, holdout_texts(holdout))
