@@ -352,6 +352,38 @@ def test_fine_grained_run_writes_the_contract_metadata(tiny_model_dir, tmp_path)
     assert json.loads((out / "detoxkit.json").read_text())["wall_s"] == meta["wall_s"]
 
 
+def test_reference_is_the_base_model_with_the_adapter_disabled(tiny_model_dir):
+    """The policy's log-probabilities move with the adapter; under disable_adapter they are the
+    base model's, and restore() leaves the shared model as it was."""
+    from detoxkit.backends.hf import load_lm
+    from detoxkit.training.rlhf import Policy, RLHFConfig, Rollouts
+
+    lm = load_lm(str(tiny_model_dir))
+    fresh = type(lm.model).from_pretrained(tiny_model_dir).eval()
+    ids = torch.tensor([lm.tokenizer("The farmer walked to the market and")["input_ids"]])
+    P = 4
+    batch = Rollouts(ids, torch.ones_like(ids), torch.ones(1, ids.shape[1] - P), P, [""], [[]])
+    with torch.no_grad():
+        logits = fresh(ids).logits[:, P - 1:-1].log_softmax(-1)
+        base_logp = logits.gather(-1, ids[:, P:, None]).squeeze(-1)
+    policy = Policy(lm, RLHFConfig(model=str(tiny_model_dir), target_modules="q_proj,v_proj,lm_head"))
+    try:
+        with torch.no_grad():
+            for name, param in policy.peft.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+            moved, values = policy.forward(batch, [0])
+            with policy.peft.disable_adapter():
+                reference, _ = policy.forward(batch, [0], with_values=False)
+        assert values.shape == moved.shape
+        assert (moved - base_logp).abs().max() > 0.01
+        assert torch.allclose(reference, base_logp, atol=1e-5)
+    finally:
+        policy.restore()
+    with torch.no_grad():
+        assert torch.allclose(lm.model(ids).logits, fresh(ids).logits, atol=1e-6)
+
+
 def _cli(args) -> list[str]:
     return [sys.executable, "-c", "import sys; from detoxkit.cli import main; sys.exit(main(sys.argv[1:]))",
             *args]
