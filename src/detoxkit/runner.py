@@ -77,12 +77,12 @@ class Evaluation:
                 f"now (was {json.dumps(kept)[:300]}, now {json.dumps(self.method_settings)[:300]}): "
                 "a default changed since. Give the old settings explicitly in --method to resume, "
                 "or use another --out directory.")
-        was_adapter = (old.get("adapter") or {}).get("fingerprint")
+        was_adapter = (old.get("adapter") or old.get("trained_model") or {}).get("fingerprint")
         if self.adapter is not None and was_adapter and was_adapter != self.adapter.fingerprint:
             raise DetoxkitError(
-                f"{store.path} was started with another adapter in {self.adapter.path} (fingerprint "
-                f"{was_adapter}, now {self.adapter.fingerprint}): it was retrained since. Use "
-                "another --out directory for the new adapter.")
+                f"{store.path} was started with another adapter or model in {self.adapter.path} "
+                f"(fingerprint {was_adapter}, now {self.adapter.fingerprint}): it was retrained "
+                "since. Use another --out directory for the new one.")
         was = (old.get("prompts") or {}).get("fingerprint")
         now = self.prompt_set.fingerprint
         if was and was != now:
@@ -94,10 +94,12 @@ class Evaluation:
 
     def _read_adapter(self):
         """The run's trained adapter, checked before anything is written (None without one)."""
-        if not self.cfg.adapter:
-            return None
         from .backends import split_model_spec
-        from .training.lm_adapter import read_adapter
+        from .training.lm_adapter import read_adapter, read_trained_model
+
+        if not self.cfg.adapter:  # a full fine-tune's detoxkit.json counts as one
+            return read_trained_model(self.cfg.model) if split_model_spec(self.cfg.model)[0] == "hf" \
+                else None
 
         backend = split_model_spec(self.cfg.model)[0]
         if backend != "hf":
@@ -162,7 +164,9 @@ class Evaluation:
             "config_hash": self.cfg.config_hash(),
             "config": self.cfg.hashed_fields(),
             "model": self.backend.describe(),
-            "adapter": self.adapter.describe() if self.adapter else None,
+            "adapter": self.adapter.describe() if self.adapter and self.cfg.adapter else None,
+            # a full fine-tune given as --model DIR: what trained it
+            "trained_model": self.adapter.describe() if self.adapter and not self.cfg.adapter else None,
             "method": self.method.describe(),
             "scorer": judge,
             "scorers": [s.info() for s in self.scorers],

@@ -17,6 +17,7 @@ import math
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,9 @@ def wrap_model(model, config: LMTrainingConfig):
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.lora_dropout,
                       target_modules=modules, bias="none", task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, lora)
+        with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
+            warnings.simplefilter("ignore", FutureWarning)
+            return get_peft_model(model, lora)
     except ValueError as exc:  # e.g. no module of that name
         raise DetoxkitError(f"--target-modules {targets}: {exc}") from None
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,24 @@ def read_adapter(path: str | Path) -> AdapterInfo:
     return AdapterInfo(p.resolve(), meta, adapter_fingerprint(p))
 
 
+def read_trained_model(spec: str) -> AdapterInfo | None:
+    """A full fine-tune given as --model DIR (a model directory with detoxkit.json of format
+    full): its metadata, for run.json and the hygiene check; None for any other model."""
+    p = Path(str(spec)).expanduser()
+    meta_file = p / METADATA_FILE
+    if not (p / "config.json").is_file() or not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != "full":
+        return None
+    from ..backends.hf.models import weights_revision
+
+    return AdapterInfo(p.resolve(), meta, weights_revision(p))
+
+
 def adapter_fingerprint(path: Path) -> str:
     from ..artefacts import file_sha256
 
@@ -184,7 +203,9 @@ def _merged(base, info: AdapterInfo):
 
     model = copy.deepcopy(base.model)
     try:
-        peft_model = PeftModel.from_pretrained(model, str(info.path), is_trainable=False)
+        with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = PeftModel.from_pretrained(model, str(info.path), is_trainable=False)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise DetoxkitError(f"cannot apply adapter {info.path} to {base.name}: {exc}") from None
     merged = peft_model.merge_and_unload().eval()
