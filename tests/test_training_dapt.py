@@ -169,6 +169,32 @@ def test_dapt_resumes_after_kill_9(tmp_path, small_corpus, tiny_model_dir):
     assert meta["steps"] == 300 and meta["tokens_seen"] == 300 * 4 * 32
 
 
+def test_checkpoint_of_other_settings_is_refused(tmp_path, small_corpus, tiny_model_dir,
+                                                 monkeypatch, caplog):
+    import detoxkit.training.dapt as dapt
+
+    monkeypatch.setenv("DETOXKIT_CORPUS", str(small_corpus))
+    out = tmp_path / "out"
+    config = dict(model=str(tiny_model_dir), steps=25, seq_len=16, batch=2, checkpoint_every=10,
+                  out=str(out))
+
+    def crash(*args, **kwargs):  # the process dies before the adapter is saved
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(dapt, "save_lm_adapter", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        dapt.train_dapt(dapt.DAPTConfig(**config))
+    monkeypatch.undo()
+    monkeypatch.setenv("DETOXKIT_CORPUS", str(small_corpus))
+    assert (out / "checkpoints" / "latest").read_text() == "step-20"
+    with pytest.raises(DetoxkitError, match="checkpoint of a run with other settings"):
+        dapt.train_dapt(dapt.DAPTConfig(**{**config, "lr": 1e-3}))
+    caplog.set_level("INFO")
+    dapt.train_dapt(dapt.DAPTConfig(**config))
+    assert "(step 20 of 25)" in caplog.text
+    assert json.loads((out / "detoxkit.json").read_text())["steps"] == 25
+
+
 def test_full_fine_tune_is_a_model_directory(tmp_path, small_corpus, tiny_model_dir):
     from detoxkit.backends.hf import load_lm
 
