@@ -424,3 +424,24 @@ def test_resume_refuses_other_settings(tiny_model_dir, tmp_path, capsys):
                            "--max-new-tokens", "6", "--lr", "1e-3")) == 2
     assert "other settings" in capsys.readouterr().err
 
+
+def test_detoxkit_run_evaluates_the_adapter_with_a_method(tiny_model_dir, tmp_path, caplog):
+    """`detoxkit run --adapter DIR` (training/lm_adapter.py) on an rlhf adapter, under wordban."""
+    prompts = write_prompts_jsonl(tmp_path / "prompts.jsonl", neutral_prompts(8))
+    adapter = tmp_path / "adapter"
+    assert main(_rlhf_args(tiny_model_dir, prompts, adapter, "--steps", "2", "--prompts-per-step",
+                           "4", "--max-new-tokens", "8")) == 0
+    words = tmp_path / "words.txt"
+    words.write_text("farmer\nbaker\n", encoding="utf-8")
+    eval_prompts = write_prompts_jsonl(tmp_path / "eval.jsonl", ["The river was", "On Monday we"])
+    out = tmp_path / "run"
+    assert main(["run", "--model", str(tiny_model_dir), "--adapter", str(adapter), "--prompts",
+                 str(eval_prompts), "--samples", "2", "--max-new-tokens", "5", "--oracle", "none",
+                 "--scorer", "profanity-svm", "--method", f"wordban:words={words}",
+                 "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["method"]["name"] == "wordban"
+    assert run["adapter"]["metadata"]["recipe"] == "rlhf-fine-grained"
+    assert "profanity-svm" in run["guided_by"] and "profanity-svm" in run["judge_also_guided"]
+    assert "also guided" in caplog.text
+    assert len((out / "generations.jsonl").read_text().splitlines()) == 4
