@@ -163,6 +163,7 @@ def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Pat
     if _finished(out, config_hash):
         log.info("%s already holds this %s model: nothing to do", out, recipe)
         return out
+    t0 = time.time()  # wall_s: loading, tokenizing and training (summed over resumed sessions)
     lm = load_generator(config)
     total = config.total_steps()
     # tokenize only what one pass of the budget reads; the data recorded is what was used
@@ -182,7 +183,6 @@ def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Pat
         meta = load_checkpoint(ckpt, model, opt, sched, config_hash)
         start, history, wall_before = meta["step"], meta["losses"], meta["wall_s"]
         log.info("resuming %s from %s (step %d of %d)", recipe, ckpt, start, total)
-    t0 = time.time()
     bar = Progress(total, f"{recipe} training", unit="steps", initial=start)
     device = model.device
     for step in range(start, total):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def train_sgeat(config: SGEATConfig) -> Path:
     set_threads(config.threads)
     out = default_out("sgeat", config, config.out)
     lm = load_generator(config)
+    t0 = time.time()
     rows = self_generate(config, lm, out)
+    t1 = time.time()
     scorer = load_scorer(config.scorer, device=config.device)
     texts = [r["text"] for r in rows]
     scores = np.asarray(scorer.score(texts)["toxicity"], dtype=float)
@@ -148,6 +151,8 @@ def train_sgeat(config: SGEATConfig) -> Path:
         "mean_toxicity_kept": round(float(np.mean([scores[i] for i in kept])), 6),
         "mean_toxicity_all": round(float(np.mean(all_valid)), 6),
         "samples_file": SAMPLES_FILE,
+        # this session's (a rerun reads cached samples: its generation time is near 0)
+        "generation_s": round(t1 - t0, 1), "scoring_s": round(time.time() - t1, 1),
     }
     data = TrainingText([texts[i].strip() for i in kept],
                         f"self-generated:{lm.name} (least toxic {config.keep} by {info['name']})",
