@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from detoxkit.store import read_jsonl
 import torch
 
 from helpers import RTP_CHALLENGING, RTP_NONTOXIC, corpus_from, write_prompts_jsonl
@@ -384,6 +385,40 @@ def test_reference_is_the_base_model_with_the_adapter_disabled(tiny_model_dir):
         assert torch.allclose(lm.model(ids).logits, fresh(ids).logits, atol=1e-6)
 
 
+def test_reward_terms_combine_with_their_weights_and_the_kl_penalty(tiny_model_dir):
+    """score_rollouts on real rollouts: per token, w_tox x the fine-grained reward + w_flu x
+    log p_ref - kl_coef x (log p - log p_ref)."""
+    from detoxkit.backends.hf import load_lm
+    from detoxkit.scorers import load_scorer
+    from detoxkit.training.rlhf import Policy, RLHFConfig, rollout, score_rollouts
+
+    lm = load_lm(str(tiny_model_dir))
+    config = RLHFConfig(model=str(tiny_model_dir), max_new_tokens=10, rollouts_per_prompt=2,
+                        target_modules="q_proj,v_proj")
+    scorer = load_scorer("first-half-letters")
+    policy = Policy(lm, config)
+    try:
+        with torch.no_grad():  # move the policy away from the reference: a nonzero KL
+            for name, param in policy.peft.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+        prompts = [(str(i), lm.tokenizer(t)["input_ids"]) for i, t in enumerate(neutral_prompts(3))]
+        batch = rollout(policy, prompts, config, step=0)
+        tox_only = score_rollouts(batch, policy, scorer, config, {"toxicity": 1.0, "fluency": 0.0}, 0.0)
+        mixed = score_rollouts(batch, policy, scorer, config, {"toxicity": 2.0, "fluency": 0.5}, 0.3)
+    finally:
+        policy.restore()
+    logp, ref_logp, _, tox_rewards, _ = tox_only
+    _, _, _, rewards, stats = mixed
+    mask = batch.response_mask
+    expected = 2.0 * tox_rewards + 0.5 * ref_logp * mask - 0.3 * (logp - ref_logp) * mask
+    assert torch.allclose(rewards, expected, atol=1e-5)
+    assert float(((logp - ref_logp) * mask).abs().sum()) > 0.01  # the penalty was not 0
+    assert stats["reward_mean"] == pytest.approx(float((2.0 * tox_rewards + 0.5 * ref_logp * mask)
+                                                       .sum(1).mean()), abs=1e-4)
+    assert len(batch.tokens) == 6 and stats["response_tokens"] == int(mask.sum())
+
+
 def _cli(args) -> list[str]:
     return [sys.executable, "-c", "import sys; from detoxkit.cli import main; sys.exit(main(sys.argv[1:]))",
             *args]
@@ -444,4 +479,4 @@ def test_detoxkit_run_evaluates_the_adapter_with_a_method(tiny_model_dir, tmp_pa
     assert run["adapter"]["metadata"]["recipe"] == "rlhf-fine-grained"
     assert "profanity-svm" in run["guided_by"] and "profanity-svm" in run["judge_also_guided"]
     assert "also guided" in caplog.text
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 4
+    assert len(read_jsonl((out / "generations.jsonl"))) == 4
