@@ -424,7 +424,7 @@ def _cli(args) -> list[str]:
             *args]
 
 
-def test_resume_after_kill_continues_where_it_stopped(tiny_model_dir, tmp_path):
+def test_resume_after_kill_continues_where_it_stopped(tiny_model_dir, tmp_path, capsys):
     prompts = write_prompts_jsonl(tmp_path / "prompts.jsonl", neutral_prompts(16))
     extra = ["--steps", "40", "--checkpoint-every", "2", "--prompts-per-step", "4",
              "--max-new-tokens", "8", "--kl-target", "0.5"]
@@ -438,6 +438,8 @@ def test_resume_after_kill_continues_where_it_stopped(tiny_model_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (killed / "detoxkit.json").exists()
+    assert main(_rlhf_args(tiny_model_dir, prompts, killed, *extra, "--lr", "1e-3")) == 2
+    assert "checkpoint of a run with other settings" in capsys.readouterr().err
     assert main(_rlhf_args(tiny_model_dir, prompts, killed, *extra)) == 0
     assert main(_rlhf_args(tiny_model_dir, prompts, whole, *extra)) == 0
     meta = json.loads((killed / "detoxkit.json").read_text())

@@ -278,18 +278,6 @@ def config_hash(config: RLHFConfig, data_fingerprint: str) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _finished(out: Path, digest: str) -> bool:
-    """True where `out` already holds this run's result (so a rerun does nothing)."""
-    path = out / METADATA_FILE
-    if not path.exists():
-        return False
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("config_hash") != digest:
-        raise DetoxkitError(f"{out} already holds a model trained with other settings or prompts "
-                            f"({meta.get('command')}): use another --out, or remove it to retrain")
-    return True
-
-
 def read_log(path: Path, up_to_step: int) -> list[dict]:
     """The step log's entries up to a checkpoint's step (a torn last line is dropped)."""
     entries = []
@@ -332,7 +320,7 @@ def train_rlhf(config: RLHFConfig) -> Path:
     import torch
 
     from ..scorers import load_scorer
-    from .dapt import default_out
+    from .dapt import _finished, default_out  # the LM recipes' one output layout and rerun check
     from .lm_checkpoint import save_checkpoint
     from .ppo import KLController
     from .rlhf_prompts import training_prompts
