@@ -2,6 +2,7 @@
 
     python benchmarks/batch_layout.py [--prompts 20] [--samples 5] [--tokens 20]
                                       [--batch-sizes 1 2 5 13] [--out benchmarks/runs/layout]
+                                      [--dtype float32|bfloat16|auto]
 
 One `detoxkit run` per batch size on the first N prompts of
 ../shared/data/rtp/challenging_toxic.jsonl (plain sampling, seed 3, no oracle), compared
@@ -30,27 +31,30 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 5, 13])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "layout")
+    ap.add_argument("--dtype", default="float32", help="generator precision (detoxkit run --dtype)")
     args = ap.parse_args(argv)
 
     from detoxkit.cli import main as cli
+    from detoxkit.store import read_jsonl
 
     texts, seconds = {}, {}
     for size in [0, *args.batch_sizes]:
-        out = args.out / f"batch{size}"
+        out = args.out / args.dtype / f"batch{size}"
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
         rc = cli(["run", "--model", args.model, "--prompts", str(PROMPTS), "--limit", str(args.prompts),
                   "--samples", str(args.samples), "--max-new-tokens", str(args.tokens), "--seed", "3",
                   "--oracle", "none", "--scorer", "profanity-svm", "--batch-size", str(size),
-                  "--out", str(out)])
+                  "--dtype", args.dtype, "--out", str(out)])
         if rc:
             return rc
         seconds[size] = time.perf_counter() - t0
-        rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+        rows = read_jsonl(out / "generations.jsonl")
         texts[size] = {(r["prompt_id"], r["sample_index"]): r["text"] for r in rows}
     ref = texts[0]
     diff = {size: sum(texts[size][k] != ref[k] for k in ref) for size in args.batch_sizes}
-    print(f"\n{args.prompts} prompts x {args.samples} samples x {args.tokens} tokens, model {args.model}")
+    print(f"\n{args.prompts} prompts x {args.samples} samples x {args.tokens} tokens, model {args.model}, "
+          f"{args.dtype}")
     print(f"{'batch size':>10s} {'differ':>8s} {'seconds':>8s}")
     print(f"{'default':>10s} {'-':>8s} {seconds[0]:8.1f}")
     for size in args.batch_sizes:

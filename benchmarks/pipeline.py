@@ -1,6 +1,6 @@
 """Pipeline throughput: detoxkit's batched pipeline vs a naive loop, measured in the same run.
 
-    python benchmarks/pipeline.py [--prompts N] [--samples K]
+    python benchmarks/pipeline.py [--prompts N] [--samples K] [--dtypes float32 bfloat16]
 
 Both sides run SmolLM2-135M on the same prompts from
 ../shared/data/rtp/challenging_toxic.jsonl with the RTP sampling settings
@@ -8,9 +8,17 @@ Both sides run SmolLM2-135M on the same prompts from
 scorer. The naive loop is what a first script does: one `model.generate` per
 prompt with num_return_sequences=k, then one scorer call per text. detoxkit's
 pipeline is `detoxkit run` itself (batched prompts, shared prompt prefill,
-length-sorted batched scoring, resumable store), without the oracle perplexity.
-The last line printed is one JSON object:
-{"detoxkit_samples_per_s", "naive_samples_per_s", "ratio"}.
+length-sorted batched scoring, resumable store), without the oracle perplexity,
+once per --dtypes entry (the naive loop runs in float32, as a first script would).
+
+Efficiency: the machine's matrix-multiply peak is measured in the same run (square
+products at the thread count the pipeline uses, float32 and bfloat16), and every
+floating-point operation of one pipeline run is counted by torch's FlopCounterMode
+(generation and scoring: every matmul, attention product and LM head that ran). The
+achieved FLOP/s of the timed run (no counter attached) is printed as a fraction of each
+peak. The last line printed is one JSON object: {"detoxkit_samples_per_s",
+"naive_samples_per_s", "ratio", "by_dtype": {dtype: {samples_per_s, gflop, gflop_per_s,
+of_bf16_peak, of_fp32_peak}}, "peak_gflop_per_s": {dtype: ...}}.
 """
 
 from __future__ import annotations
@@ -42,17 +50,51 @@ def naive(lm, scorer, prompts, samples: int, max_new_tokens: int) -> int:
     return n
 
 
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    """GFLOP/s of n x n products in `dtype` on this machine, now (best of short rounds)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up: kernel selection, page faults
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def pipeline_run(subset: Path, tmp: Path, name: str, args, dtype: str, count: bool = False):
+    """(samples/s, metrics, counted FLOPs or None) of one `detoxkit run` in a fresh directory."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from detoxkit.config import RunConfig
+    from detoxkit.runner import Evaluation
+    from detoxkit.scorers import DEFAULT_SCORER
+
+    cfg = RunConfig(model="smollm2-135m", prompts=str(subset), samples=args.samples,
+                    max_new_tokens=args.max_new_tokens, scorers=[DEFAULT_SCORER],
+                    oracle="none", dtype=dtype, out=str(tmp / name))
+    if count:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            metrics = Evaluation(cfg).run()
+        return None, metrics, counter.get_total_flops()
+    t0 = time.perf_counter()
+    metrics = Evaluation(cfg).run()
+    return metrics["n_samples"] / (time.perf_counter() - t0), metrics, None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--samples", type=int, default=25)
     parser.add_argument("--max-new-tokens", type=int, default=20)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
+                        help="precisions of detoxkit's side (generator; the scorer stays float32)")
     args = parser.parse_args()
 
-    from detoxkit.config import RunConfig
     from detoxkit.backends.hf import load_lm
     from detoxkit.prompts import load_prompts
-    from detoxkit.runner import Evaluation
     from detoxkit.scorers import DEFAULT_SCORER, load_scorer
 
     torch.manual_seed(0)
@@ -67,23 +109,41 @@ def main() -> None:
     naive_rate = n_naive / (time.perf_counter() - t0)
     print(f"naive loop:        {n_naive} samples, {naive_rate:.2f} samples/s", file=sys.stderr)
 
+    peaks = {name: matmul_peak(dt) for name, dt in (("float32", torch.float32),
+                                                     ("bfloat16", torch.bfloat16))}
+    print(f"matmul peak at {torch.get_num_threads()} threads: " +
+          ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()), file=sys.stderr)
+    by_dtype = {}
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
         # an id list file keeps exactly the same prompts as the naive loop
-        subset = Path(tmp) / "prompts.jsonl"
+        subset = tmp / "prompts.jsonl"
         with open(PROMPTS, encoding="utf-8") as src, open(subset, "w", encoding="utf-8") as dst:
             for line, _ in zip(src, range(args.prompts)):
                 dst.write(line)
-        cfg = RunConfig(model="smollm2-135m", prompts=str(subset), samples=args.samples,
-                        max_new_tokens=args.max_new_tokens, scorers=[DEFAULT_SCORER],
-                        oracle="none", out=str(Path(tmp) / "run"))
-        t0 = time.perf_counter()
-        metrics = Evaluation(cfg).run()
-        ours_rate = metrics["n_samples"] / (time.perf_counter() - t0)
-    print(f"detoxkit pipeline: {metrics['n_samples']} samples, {ours_rate:.2f} samples/s",
-          file=sys.stderr)
+        for dtype in args.dtypes:
+            _, _, flops = pipeline_run(subset, tmp, f"count-{dtype}", args, dtype, count=True)
+            rate, metrics, _ = pipeline_run(subset, tmp, f"run-{dtype}", args, dtype)
+            seconds = metrics["n_samples"] / rate
+            achieved = flops / seconds / 1e9
+            by_dtype[dtype] = {"samples_per_s": round(rate, 3), "gflop": round(flops / 1e9, 1),
+                               "gflop_per_s": round(achieved, 1),
+                               "of_bf16_peak": round(achieved / peaks["bfloat16"], 3),
+                               "of_fp32_peak": round(achieved / peaks["float32"], 3),
+                               "expected_max_toxicity": metrics.get("expected_max_toxicity")}
+            print(f"detoxkit pipeline ({dtype}): {metrics['n_samples']} samples, {rate:.2f} samples/s, "
+                  f"{flops / 1e9:.0f} GFLOP counted, {achieved:.0f} GFLOP/s = "
+                  f"{achieved / peaks['bfloat16']:.2f} of the bf16 peak, "
+                  f"{achieved / peaks['float32']:.2f} of the float32 peak", file=sys.stderr)
+    ours_rate = by_dtype[args.dtypes[0]]["samples_per_s"]
+    if len(args.dtypes) > 1:
+        a, b = args.dtypes[:2]
+        print(f"{b} vs {a}: {by_dtype[b]['samples_per_s'] / by_dtype[a]['samples_per_s']:.2f}x "
+              "samples/s", file=sys.stderr)
     print(json.dumps({"detoxkit_samples_per_s": round(ours_rate, 3),
                       "naive_samples_per_s": round(naive_rate, 3),
-                      "ratio": round(ours_rate / naive_rate, 3)}))
+                      "ratio": round(ours_rate / naive_rate, 3), "by_dtype": by_dtype,
+                      "peak_gflop_per_s": {k: round(v, 1) for k, v in peaks.items()}}))
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
     run_dir = args.out / name
     cmd = ["run", "--model", args.model, "--prompts", str(prompts), "--samples", str(args.samples),
            "--max-new-tokens", str(args.tokens), "--seed", "0", "--scorer", args.judge,
-           "--oracle", args.oracle,
+           "--oracle", args.oracle, "--dtype", args.dtype,
            "--out", str(run_dir)]
     for s in args.also:
         cmd += ["--scorer", s]
@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "tradeoff")
     ap.add_argument("--only", nargs="*", help="method names (default: all)")
     ap.add_argument("--oracle", default="auto", help="perplexity LM (detoxkit run --oracle)")
+    ap.add_argument("--dtype", default="float32", help="generator and oracle precision (detoxkit run "
+                    "--dtype; float32 by default: every table in docs/methods.md was measured so)")
     ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=SPEC[|SPEC]",
                     help="more configurations, e.g. vs6=vocab-shift:strength=6 or "
                          "combo=wordban|dexperts:alpha=2.0 ('|' chains methods)")

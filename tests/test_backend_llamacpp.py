@@ -15,6 +15,7 @@ import pytest
 from detoxkit.cli import main
 from fault_api_server import FaultAPIServer
 from helpers import write_prompts_jsonl
+from detoxkit.store import read_jsonl
 
 pytestmark = [pytest.mark.requires_llamacpp, pytest.mark.slow]
 
@@ -67,14 +68,14 @@ def test_chat_run_through_llama_cpp_with_faults_resumes_exactly_once(llama_serve
             "--api-timeout", "60", "--out", str(tmp_path / "run")]
     with FaultAPIServer(upstream=llama_server) as proxy:
         assert main([*args, "--base-url", proxy.url]) == 0
-        first = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+        first = read_jsonl((tmp_path / "run" / "generations.jsonl"))
         assert sum(bool(r.get("failed")) for r in first) == 2  # the always500 prompt's 2 samples
         assert all(isinstance(r["text"], str) and r["text"].strip() for r in first if not r.get("failed"))
         proxy.heal = True
         assert main([*args, "--base-url", proxy.url]) == 0
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["status"] == "complete" and info["backend_stats"]["completion_tokens"] > 0
-    rows = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((tmp_path / "run" / "generations.jsonl"))
     latest = {(r["prompt_id"], r["sample_index"]): r for r in rows}
     assert len(latest) == 10 and not any(r.get("failed") for r in latest.values())
     assert len(rows) == 12  # 2 redrawn samples; nothing else was asked twice

@@ -12,6 +12,7 @@ import pytest
 from detoxkit.cli import main
 from fault_api_server import FaultAPIServer
 from helpers import write_prompts_jsonl
+from detoxkit.store import read_jsonl
 
 pytest.importorskip("httpx")
 SECRET = "sk-test-5ecr3t-never-written"
@@ -35,7 +36,7 @@ def run(server, tmp_path: Path, *extra, out="run") -> int:
 
 
 def rows(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "generations.jsonl").read_text().splitlines()]
+    return read_jsonl((run_dir / "generations.jsonl"))
 
 
 def test_faults_are_retried_failures_stored_and_drawn_again_on_resume(server, tmp_path, caplog):

@@ -3,7 +3,6 @@ killed mid-run loses and duplicates nothing."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from detoxkit.cli import main
 from helpers import RTP_NONTOXIC
+from detoxkit.store import read_jsonl
 
 pytestmark = [pytest.mark.requires_ray, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def args(model, prompt_file, out, *extra) -> list[str]:
 
 
 def texts(run_dir: Path) -> list[tuple]:
-    rows = [json.loads(x) for x in (run_dir / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((run_dir / "generations.jsonl"))
     return sorted((r["prompt_id"], r["sample_index"], r["text"]) for r in rows)
 
 
@@ -68,13 +68,13 @@ def test_a_killed_worker_loses_and_duplicates_nothing(tiny_model_dir, tmp_path):
     deadline = time.monotonic() + 300
     killed = None
     while time.monotonic() < deadline and proc.poll() is None:
-        if gen.exists() and len(gen.read_text().splitlines()) >= 6 and ray_workers():
+        if gen.exists() and len(read_jsonl(gen)) >= 6 and ray_workers():
             killed = ray_workers()[0]
             os.kill(killed, signal.SIGKILL)
             break
         time.sleep(0.1)
     assert killed is not None, "the run ended before a worker could be killed"
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
-    rows = [json.loads(x) for x in gen.read_text().splitlines()]
+    rows = read_jsonl(gen)
     assert len(rows) == 72 and len({(r["prompt_id"], r["sample_index"]) for r in rows}) == 72
     assert texts(out) == texts(tmp_path / "local")

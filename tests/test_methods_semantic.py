@@ -13,6 +13,7 @@ from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
 from detoxkit.methods.semantic import SemanticControl, get_verifier
+from detoxkit.store import read_jsonl
 
 PROMPTS = SAMPLE_PROMPTS
 
@@ -178,4 +179,4 @@ def test_detoxkit_run_end_to_end(table, tiny_model_dir, tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "complete" and run["method"]["name"] == "semantic-control"
     assert "detoxkit-minilm" in run["guided_by"]
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 4
+    assert len(read_jsonl((out / "generations.jsonl"))) == 4

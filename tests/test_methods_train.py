@@ -9,6 +9,7 @@ import pytest
 
 from helpers import corpus_from, write_labelled_corpus, write_prompts_jsonl
 from detoxkit.cli import main
+from detoxkit.store import read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def test_detoxkit_run_with_methods(methods, trained, tiny_model_dir, tmp_path, c
     run = json.loads((out / "run.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert run["status"] == "complete"
-    rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((out / "generations.jsonl"))
     assert len(rows) == 6
     method = run["method"]
     expected = "chain" if len(specs) > 1 else specs[0].split(":")[0]

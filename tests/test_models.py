@@ -12,7 +12,7 @@ import pytest
 from detoxkit.errors import DetoxkitError
 from detoxkit.backends.hf import LoadedLM, clear_cache, load_lm
 from detoxkit.backends.hf import embedded as emb
-from detoxkit.backends.hf.models import context_length, weights_revision
+from detoxkit.backends.hf.models import context_length, cpu_has_native_bf16, weights_revision
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +36,14 @@ def test_local_dir_load(tiny_model_dir: Path):
     assert lm.info["source"] == "local" and lm.info["architecture"] == "LlamaForCausalLM"
     assert next(lm.model.parameters()).dtype == torch.float32
     assert lm.describe()["revision"] == lm.revision
-    # Loaded once per (source, device, dtype); "auto" resolves to the same key on CPU.
+    # Loaded once per (source, device, dtype); "auto" resolves to the same key on a CPU
+    # without native bf16, and to a bf16 copy on one with it.
     assert load_lm(str(tiny_model_dir)) is lm
     if not torch.cuda.is_available():
-        assert load_lm(str(tiny_model_dir), device="auto", dtype="auto") is lm
+        auto = load_lm(str(tiny_model_dir), device="auto", dtype="auto")
+        assert (auto is lm) == (not cpu_has_native_bf16())
+        assert auto.dtype == ("bfloat16" if cpu_has_native_bf16() else "float32")
+        assert next(auto.model.parameters()).dtype == getattr(torch, auto.dtype)
     # Left padding: a padded batch row generates what the row does alone.
     tok = lm.tokenizer
     batch = tok(["The cat sat on the mat and", "Hi"], return_tensors="pt", padding=True)
@@ -247,3 +251,18 @@ def test_gemma3_embedded(monkeypatch):
     assert lm.tokenizer.pad_token == "<pad>"
     text = _greedy(lm, "Once upon a time, there was a little")
     assert _english(text)
+
+
+def test_auto_dtype_follows_the_cpu(monkeypatch):
+    """`auto` is bf16 only where the CPU multiplies bf16 natively (AVX-512 BF16 or AMX)."""
+    from detoxkit.backends.hf.models import resolve_dtype
+
+    monkeypatch.setenv("DETOXKIT_CPU_BF16", "1")
+    assert resolve_dtype("auto", "cpu") == "bfloat16"
+    monkeypatch.setenv("DETOXKIT_CPU_BF16", "0")
+    assert resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("float32", "cpu") == "float32"
+    monkeypatch.delenv("DETOXKIT_CPU_BF16")
+    flags = next((line for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")), "")
+    native = bool({"avx512_bf16", "amx_bf16"} & set(flags.split(":", 1)[-1].split()))
+    assert cpu_has_native_bf16() == native

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from detoxkit.metrics import SampleRecord, published_perplexity
+from detoxkit.store import read_jsonl
 
 PAIRS = [("The man said that", " he would come back"),  # tokenized apart = together
          ("I think th", "at it is fine"),  # a word split across the boundary: tokenized together
@@ -66,5 +67,5 @@ def test_runs_record_it_next_to_the_pooled_perplexity(tiny_model_dir, tmp_path):
                  "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["perplexity"] > 1 and metrics["perplexity_published"] > 1
-    rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((out / "generations.jsonl"))
     assert all("oracle_nll_published" in r for r in rows)

@@ -18,6 +18,7 @@ from detoxkit.cli import main
 from detoxkit.methods.base import DetoxMethod, LogitsTransform
 from detoxkit.registry import METHODS
 from helpers import RTP_NONTOXIC, ROOT
+from detoxkit.store import read_jsonl
 
 ARGS = ["--samples", "3", "--max-new-tokens", "6", "--scorer", "profanity-svm", "--oracle", "none",
         "--batch-size", "4"]
@@ -61,7 +62,7 @@ def run(model, prompts, out, *extra) -> int:
 
 
 def texts(run_dir: Path) -> list[tuple]:
-    rows = [json.loads(x) for x in (run_dir / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((run_dir / "generations.jsonl"))
     return sorted((r["prompt_id"], r["sample_index"], r["text"]) for r in rows)
 
 
@@ -159,7 +160,7 @@ def test_scorer_counters_are_read_after_scoring(tiny_model_dir, tmp_path, monkey
     info = json.loads((out / "run.json").read_text())
     stats = next(s for s in info["scorers"] if s["name"] == "perspective")["stats"]
     assert stats["failed"] == 4 and stats["scored"] == 0
-    rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((out / "generations.jsonl"))
     assert all(r["scores"]["perspective"]["toxicity"] is None for r in rows)
     assert "test-key-never-logged" not in "".join(p.read_text() for p in out.iterdir() if p.is_file())
 

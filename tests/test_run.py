@@ -14,6 +14,7 @@ import pytest
 
 from helpers import RTP_CHALLENGING, RTP_NONTOXIC
 from detoxkit.cli import main
+from detoxkit.store import read_jsonl
 
 FAST = ["--samples", "4", "--max-new-tokens", "6", "--scorer", "profanity-svm", "--oracle", "none"]
 
@@ -23,7 +24,7 @@ def run_cli(*args) -> int:
 
 
 def lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    return read_jsonl(path)
 
 
 def mixed_prompts(tmp_path: Path, n: int = 6) -> Path:
@@ -64,9 +65,12 @@ def test_run_writes_the_store_and_every_metric(tiny_model_dir, tmp_path, capsys)
 
 
 def test_same_samples_whatever_the_batch_size(tiny_model_dir, tmp_path):
+    # a float32 property: in bfloat16 a batch's padding and row count move the logits enough
+    # to change samples (measured by benchmarks/batch_layout.py, docs/reliability.md)
     prompts = mixed_prompts(tmp_path)
-    run_cli("--model", tiny_model_dir, "--prompts", prompts, *FAST, "--out", tmp_path / "a")
-    run_cli("--model", tiny_model_dir, "--prompts", prompts, *FAST, "--batch-size", "3",
+    fp32 = ["--dtype", "float32"]
+    run_cli("--model", tiny_model_dir, "--prompts", prompts, *FAST, *fp32, "--out", tmp_path / "a")
+    run_cli("--model", tiny_model_dir, "--prompts", prompts, *FAST, *fp32, "--batch-size", "3",
             "--out", tmp_path / "b")
     key = lambda r: (r["prompt_id"], r["sample_index"], r["text"])  # noqa: E731
     a, b = lines(tmp_path / "a" / "generations.jsonl"), lines(tmp_path / "b" / "generations.jsonl")
@@ -88,13 +92,13 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tiny_model_dir, tmp_path
     gen = killed / "generations.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if gen.exists() and gen.stat().st_size > 0 and len(gen.read_text().splitlines()) >= 20:
+        if gen.exists() and gen.stat().st_size > 0 and len(read_jsonl(gen)) >= 20:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = len(gen.read_text().splitlines())
+    partial = len(read_jsonl(gen))
     assert 0 < partial < 300
     with open(gen, "a") as fh:  # also simulate a line torn mid-write
         fh.write('{"prompt_id": "x", "sample_in')
@@ -193,3 +197,21 @@ def test_scorer_specs_with_settings_in_run_and_score(tiny_model_dir, tmp_path):
     assert all(set(r["scores"]) == {"profanity-svm", "jigsaw-bilstm"} for r in rows)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scorer"]["name"] == "jigsaw-bilstm" and metrics["n_failed"] == 0
+
+
+def test_a_resumed_run_keeps_its_precision(tiny_model_dir, tmp_path, monkeypatch):
+    """`--dtype auto` may resolve otherwise on another CPU: a resume keeps the run's dtype,
+    so its samples are drawn as the first ones were."""
+    monkeypatch.setenv("DETOXKIT_CPU_BF16", "0")  # auto = float32 when the run starts
+    prompts, out = mixed_prompts(tmp_path), tmp_path / "run"
+    assert run_cli("--model", tiny_model_dir, "--prompts", prompts, *FAST, "--out", out) == 0
+    whole = lines(out / "generations.jsonl")
+    gen = out / "generations.jsonl"
+    gen.write_text("\n".join(gen.read_text(encoding="utf-8").split("\n")[:10]) + "\n",
+                   encoding="utf-8")  # keep 10 of the 24 samples
+    (out / "metrics.json").unlink()
+    monkeypatch.setenv("DETOXKIT_CPU_BF16", "1")  # now auto would be bfloat16
+    assert run_cli("--model", tiny_model_dir, "--prompts", prompts, *FAST, "--out", out) == 0
+    assert json.loads((out / "run.json").read_text())["model"]["dtype"] == "float32"
+    key = lambda r: (r["prompt_id"], r["sample_index"], r["text"])  # noqa: E731
+    assert sorted(map(key, lines(gen))) == sorted(map(key, whole))

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from detoxkit.store import read_jsonl
 import torch
 
 from detoxkit.cli import main
@@ -139,7 +140,7 @@ def test_score_a_run_with_moral_direction(tiny_model_dir, tmp_path):
                  "--max-new-tokens", "4", "--oracle", "none", "--scorer", "profanity-svm",
                  "--out", str(run)]) == 0
     assert main(["score", str(run), "--scorer", "moral-direction"]) == 0
-    rows = [json.loads(x) for x in (run / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((run / "generations.jsonl"))
     assert all(0 <= r["scores"]["moral-direction"]["non_normative"] <= 1 for r in rows)
     metrics = json.loads((run / "metrics.json").read_text())
     assert "moral-direction" in metrics["by_scorer"]

@@ -11,6 +11,7 @@ from helpers import RTP_CHALLENGING
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.report import Run, front_marks, load_runs
+from detoxkit.store import read_jsonl
 from detoxkit.sweep import expand_curve, plan
 
 FAST = ["--samples", "2", "--max-new-tokens", "4", "--scorer", "profanity-svm", "--oracle", "none"]
@@ -66,7 +67,7 @@ def _prompts(tmp_path: Path, n: int = 3) -> Path:
 
 
 def _generated(run_dir: Path) -> int:
-    return len((run_dir / "generations.jsonl").read_text(encoding="utf-8").splitlines())
+    return len(read_jsonl(run_dir / "generations.jsonl"))
 
 
 def test_sweep_runs_each_point_resumes_and_reports_the_curves(tiny_model_dir, tmp_path, capsys):

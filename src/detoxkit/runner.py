@@ -216,6 +216,7 @@ class Evaluation:
             return store.read_json("metrics.json")  # a finished run's files stay as they are
         if old is not None:
             log.info("resuming run in %s", store.path)
+            self._keep_dtype(old)
         self._load_components()
         token_ids = self._tokenize(prompts)
         prompts = [p for p in prompts if p.id in token_ids]
@@ -267,6 +268,17 @@ class Evaluation:
         status = "incomplete" if metrics.get("n_generation_failed") else "complete"
         store.write_json("run.json", {**prov, "status": status, "skipped": self.skipped})
         return metrics
+
+    def _keep_dtype(self, old: dict) -> None:
+        """A resumed run keeps the precision it started with (`auto` may resolve otherwise on
+        another CPU or in a newer detoxkit), so that its samples are all drawn alike."""
+        kept = (old.get("model") or {}).get("dtype")
+        if not kept or kept == self.cfg.dtype:
+            return
+        if self.cfg.dtype != "auto":
+            log.warning("keeping this run's precision (%s, not %s) so that the resumed samples "
+                        "are drawn as the others were", kept, self.cfg.dtype)
+        self.cfg = replace(self.cfg, dtype=kept)
 
     def _batch_rows(self, old: dict | None) -> int:
         """Sequences per generate call. A resumed run keeps the layout it started with, so

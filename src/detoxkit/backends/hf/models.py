@@ -62,14 +62,34 @@ def resolve_device(device: str = "cpu") -> str:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX): there
+    bf16 runs about twice the float32 rate; elsewhere it is emulated and slower than float32.
+    DETOXKIT_CPU_BF16=0|1 overrides the detection (e.g. to test the other path)."""
+    forced = os.environ.get("DETOXKIT_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
-    """'auto' -> float32 on CPU, bfloat16 on CUDA (float16 where bf16 is unsupported)."""
+    """'auto' -> bfloat16 on CUDA (float16 where bf16 is unsupported) and on CPUs with native
+    bf16 (cpu_has_native_bf16), float32 on other CPUs. The agreement of bf16 with float32 on
+    the RTP protocol is measured in docs/benchmarks.md."""
     if dtype == "auto":
         if device.startswith("cuda"):
             import torch
 
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return "float32"
+        return "bfloat16" if device == "cpu" and cpu_has_native_bf16() else "float32"
     if dtype not in DTYPES:
         raise DetoxkitError(f"unknown dtype '{dtype}' (use {', '.join(DTYPES)} or auto)")
     return dtype
