@@ -93,6 +93,8 @@ class RLHFConfig(GeneratorConfig):
                      "prompt_rows"):
             if getattr(self, name) < 1:
                 raise DetoxkitError(f"--{name.replace('_', '-')} must be >= 1")
+        if not self.temperature > 0:
+            raise DetoxkitError("--temperature must be > 0 (PPO needs the sampling distribution)")
         if self.minibatches > self.prompts_per_step * self.rollouts_per_prompt:
             raise DetoxkitError("--minibatches must not exceed the rollouts per step")
 
@@ -127,6 +129,8 @@ class Policy:
 
         self.lm, self.model = lm, lm.model
         self.temperature = config.temperature
+        text_config = getattr(self.model.config, "get_text_config", lambda: self.model.config)()
+        self.softcap = getattr(text_config, "final_logit_softcapping", None)
         self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
         modules = [m.strip() for m in config.target_modules.split(",") if m.strip()]
         lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
@@ -158,7 +162,10 @@ class Policy:
                                        position_ids=position_ids(mask), use_cache=False)
         P, R = batch.prompt_width, batch.response_mask.shape[1]
         hidden = out.last_hidden_state[:, P - 1:P + R - 1]  # the states that emit each response token
-        logits = self.model.get_output_embeddings()(hidden).float() / self.temperature
+        logits = self.model.get_output_embeddings()(hidden).float()
+        if self.softcap:  # what the model's own forward would do to its logits (Gemma 2)
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        logits = logits / self.temperature
         logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, P:, None]).squeeze(-1)
         values = self.value_head(hidden.float()).squeeze(-1) if with_values else None
         return logp, values
