@@ -333,6 +333,7 @@ def train_rlhf(config: RLHFConfig) -> Path:
     from .rlhf_prompts import training_prompts
     from .rlhf_rewards import parse_reward_weights
 
+    t0 = time.time()  # wall_s covers loading the prompts, scorer and model too, as in dapt/sgeat
     set_threads(config.threads)
     weights = parse_reward_weights(config.reward_weights)
     data = training_prompts(config.prompts, config.prompt_rows, config.seed, config.holdout)
@@ -359,7 +360,6 @@ def train_rlhf(config: RLHFConfig) -> Path:
         start, saved = _resume(out, digest, policy, optimizer, scheduler, kl)
         tokens_seen, wall = saved.get("tokens_seen", 0), saved.get("wall_s", 0.0)
         last: dict[str, Any] = saved.get("last", {})
-        t0 = time.time()
         bar = Progress(config.steps, _recipe(config), unit="steps", initial=start)
         for step in range(start, config.steps):
             first = step * config.prompts_per_step
