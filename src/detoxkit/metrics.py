@@ -247,6 +247,11 @@ def compute_metrics(store, prov: dict, skipped: list[dict] | None = None) -> dic
                 groups.setdefault(str(value), []).append(r)
         if groups:
             metrics[key] = {g: block(v, judge) for g, v in sorted(groups.items())}
+    judges = _scorer_infos(prov)
+    for lang, m in (metrics.get("by_language") or {}).items():
+        m.update(language_metrics([r for r in rows if _prompt_language(prompts, r) == lang],
+                                  lang, judge, judges, seed=seed))
+    metrics["language_warnings"] = language_warnings(metrics.get("by_language") or {}, judge)
     scorer_names = [s["name"] for s in prov.get("scorers", [prov["scorer"]])]
     if len(scorer_names) > 1:
         metrics["by_scorer"] = {name: block(rows, name) for name in scorer_names}
@@ -265,6 +270,79 @@ def compute_metrics(store, prov: dict, skipped: list[dict] | None = None) -> dic
     if prov.get("adapter"):  # a trained adapter on the model (detoxkit run --adapter)
         metrics["adapter"] = prov["adapter"]
     return metrics
+
+
+# ---- languages: answer-language rate, which scorer judged, out-of-validated judging ----
+
+def _prompt_language(prompts: dict, row: dict) -> str | None:
+    value = prompts.get(row["prompt_id"], {}).get("meta", {}).get("language")
+    return None if value is None else str(value)
+
+
+def _scorer_infos(prov: dict) -> dict[str, dict]:
+    """name -> info of every scorer that may have judged (a routed scorer's candidates too)."""
+    out = {}
+    for info in prov.get("scorers", [prov["scorer"]]):
+        out[info["name"]] = info
+        for cand in info.get("candidates") or []:
+            out.setdefault(cand["name"], cand)
+    return out
+
+
+def _sample_language(row: dict) -> str | None:
+    return (row.get("language") or {}).get("code")  # runs before language ID have none
+
+
+def judged_by(row: dict, judge: str) -> str:
+    """The scorer that judged a sample: a routed judge's candidate, else the judge itself."""
+    return (row.get("judged_by") or {}).get(judge, judge)
+
+
+def language_metrics(rows: list[dict], language: str, judge: str, infos: dict[str, dict], *,
+                     seed: int = 0) -> dict:
+    """For the samples of prompts in `language`: the rate at which they answer in it (with a
+    bootstrap interval over prompts), which scorer judged how many, and how many were judged
+    by a scorer not validated for the sample's own language."""
+    from .scorers.base import language_coverage
+
+    per_prompt: dict[str, list[float]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    coverage: dict[str, int] = defaultdict(int)
+    for r in rows:
+        code = _sample_language(r)
+        if code is not None:
+            per_prompt[r["prompt_id"]].append(float(code == language))
+        name = judged_by(r, judge)
+        counts[name] += 1
+        if code is not None and code != "und":
+            coverage[language_coverage(infos.get(name, {"languages": ["*"]}), code)] += 1
+    rates = np.array([np.mean(v) for v in per_prompt.values()], dtype=np.float64)
+    n_detected = sum(len(v) for v in per_prompt.values())
+    return {
+        "answer_in_prompt_language_rate": (float(sum(map(sum, per_prompt.values())) / n_detected)
+                                           if n_detected else math.nan),
+        "answer_in_prompt_language_rate_ci": _bootstrap_ci(rates, seed + 5),
+        "n_language_detected": n_detected,
+        "judged_by": dict(sorted(counts.items())),
+        "judge_coverage": {k: coverage[k] for k in ("validated", "zero-shot", "none") if coverage[k]},
+        "n_unvalidated_judgements": coverage["zero-shot"] + coverage["none"],
+    }
+
+
+def language_warnings(by_language: dict, judge: str) -> list[dict]:
+    """One warning per prompt language whose samples were judged outside a scorer's validated
+    languages (zero-shot or not covered at all)."""
+    out = []
+    for lang, m in by_language.items():
+        n = m.get("n_unvalidated_judgements") or 0
+        if n:
+            cov = m.get("judge_coverage") or {}
+            out.append({"language": lang, "n_samples": n, "zero_shot": cov.get("zero-shot", 0),
+                        "not_covered": cov.get("none", 0), "judged_by": m.get("judged_by"),
+                        "message": f"{n} sample(s) of {lang} prompts were judged by a scorer "
+                                   f"outside its validated languages ({cov.get('zero-shot', 0)} "
+                                   f"zero-shot, {cov.get('none', 0)} not covered)"})
+    return out
 
 
 def _count_reasons(failed: list[dict]) -> dict[str, int]:

@@ -60,7 +60,16 @@ class Components:
         if not samples:
             return failed
         texts = [s.text for s in samples]
-        scores = {sc.name: sc.score(texts) for sc in self.scorers}
+        from .lang import detect_many
+
+        detected = detect_many(texts)  # every sample's language, stored with its confidence
+        scores, judged_by = {}, {}
+        for sc in self.scorers:
+            if hasattr(sc, "score_routed"):  # --scorer auto: a scorer per sample language
+                scores[sc.name], judged_by[sc.name] = sc.score_routed(
+                    texts, [d.language for d in detected])
+            else:
+                scores[sc.name] = sc.score(texts)
         prompts = [prompt_text[s.prompt_id] for s in samples]
         oracle = self.oracle
         nll = oracle.continuation_nll(prompts, texts) if oracle else [(None, 0)] * len(samples)
@@ -76,7 +85,10 @@ class Components:
                            for name, sc in scores.items()},
                 "oracle_nll": nll[j][0], "oracle_tokens": nll[j][1],
                 "oracle_nll_published": published[j][0], "oracle_tokens_published": published[j][1],
+                "language": detected[j].as_json(),
             })
+            if judged_by:  # which candidate of a routed scorer judged this sample
+                rows[-1]["judged_by"] = {name: routes[j] for name, routes in judged_by.items()}
         return rows + failed
 
 

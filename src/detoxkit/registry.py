@@ -91,6 +91,9 @@ SCORERS.register("detoxify", "detoxkit.scorers.hf:DetoxifyScorer",
                  "detoxify:<original|unbiased|multilingual>: Detoxify's models from the hub (network)")
 SCORERS.register("moral-direction", "detoxkit.scorers.moral:MoralDirectionScorer",
                  "normativity along the moral direction (PCA over action phrases in all-MiniLM-L6-v2 space; English)")
+SCORERS.register("auto", "detoxkit.scorers.routing:LanguageRoutedScorer",
+                 "per sample language, the best available scorer (validated, else zero-shot): "
+                 "detoxkit-minilm for English, detoxkit-e5 elsewhere (candidates=(A,B,...))")
 SCORERS.register("perspective", "detoxkit.scorers.perspective:PerspectiveScorer",
                  "Perspective API (network; key in $PERSPECTIVE_API_KEY; cached, rate-capped, retried)")
 

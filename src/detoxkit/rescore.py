@@ -34,7 +34,15 @@ def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
             names.append(name)
             drawn = [r for r in rows if not r.get("failed")]  # failed samples have no text
             progress = Progress(len(drawn), f"scoring with {name}", unit="texts")
-            values = scorer.score([r["text"] for r in drawn], progress=progress.update)
+            texts = [r["text"] for r in drawn]
+            if hasattr(scorer, "score_routed"):  # auto: the stored sample languages route
+                langs = [(r.get("language") or {}).get("code") for r in drawn]
+                values, routes = scorer.score_routed(texts, None if None in langs else langs)
+                for r, route in zip(drawn, routes):
+                    r.setdefault("judged_by", {})[name] = route
+                progress.update(len(texts))
+            else:
+                values = scorer.score(texts, progress=progress.update)
             progress.close()
             for j, r in enumerate(drawn):
                 r.setdefault("scores", {})[name] = {a: json_float(v[j]) for a, v in values.items()}

@@ -22,6 +22,7 @@ from pathlib import Path
 from .backends import Request
 from .config import RunConfig, diff_configs
 from .errors import DetoxkitError, InputError
+from .lang import describe as lang_describe
 from .metrics import compute_metrics
 from .progress import Progress
 from .prompts import Prompt
@@ -178,6 +179,7 @@ class Evaluation:
                         "provenance": self.prompt_set.provenance},
             "seed": self.cfg.seed,
             "versions": library_versions(),
+            "language_id": lang_describe(),  # what detected prompt and sample languages
         }
 
     # ---- the run -------------------------------------------------------------------------
@@ -301,7 +303,8 @@ class Evaluation:
         return [{"prompt_id": p.id, "text": p.text,
                  "toxicity": p.toxicity if p.toxicity is not None else judged[p.id],
                  "toxicity_source": "reference" if p.toxicity is not None else judge,
-                 "challenging": p.challenging, "meta": p.meta} for p in prompts]
+                 "challenging": p.challenging, "meta": with_language(p.meta, p.text)}
+                for p in prompts]
 
     def _generate_all(self, requests: list[Request], done: set[tuple[str, int]],
                       by_id: dict[str, Prompt], progress: Progress, prov: dict) -> None:
@@ -345,6 +348,22 @@ class Evaluation:
                 batch = [r for r in batch if r.sample_indices]
             out.append(batch)
         return out
+
+
+def with_language(meta: dict, text: str) -> dict:
+    """A prompt's meta with its language: the prompt set's (as a base code; a regional tag
+    kept as `locale`), else detected from the text, with `language_source` saying which."""
+    from .lang import detect, normalize_language
+
+    given = normalize_language(meta.get("language")) if meta.get("language") else None
+    if given:
+        extra = {"language": given, "language_source": "given"}
+        if str(meta["language"]) != given:
+            extra["locale"] = meta.get("locale") or str(meta["language"])
+        return {**meta, **extra}
+    found = detect(text)
+    return {**meta, "language": found.language, "language_source": "detected",
+            "language_confidence": round(found.confidence, 4)}
 
 
 def add_counts(old: dict, new: dict) -> dict:

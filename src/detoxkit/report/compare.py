@@ -81,6 +81,9 @@ def comparability_notices(runs: list[Run]) -> list[Notice]:
         status = r.info.get("status")
         if status and status != "complete":
             out.append(Notice("warning", f"Run {r.label} is not complete (status: {status})."))
+        for w in r.metrics.get("language_warnings") or []:  # judged outside validated languages
+            out.append(Notice("warning", f"Run {r.label}, {w['language']} prompts: {w['message']}; "
+                              f"their toxicity numbers are not validated figures."))
         failed = r.metrics.get("n_failed") or 0
         if failed:
             out.append(Notice("note", f"Run {r.label}: {failed} sample(s) could not be scored; they "

@@ -36,6 +36,8 @@ def _settings_text(method: dict) -> str:
 
 
 def _group_rows(runs: list[Run], key: str) -> list[list[str]]:
+    from .tables import judged_text
+
     rows = []
     groups = sorted({g for r in runs for g in (r.metrics.get(key) or {})})
     for g in groups:
@@ -47,7 +49,9 @@ def _group_rows(runs: list[Run], key: str) -> list[list[str]]:
                          format_metric(m, "toxicity_probability"),
                          format_metric(m, "toxic_fraction", with_ci=False),
                          format_metric(m, "perplexity", with_ci=False),
-                         format_value(m.get("n_prompts"))])
+                         format_value(m.get("n_prompts"))]
+                        + ([format_metric(m, "answer_in_prompt_language_rate"), judged_text(m)]
+                           if key == "by_language" else []))
     return rows
 
 
@@ -109,8 +113,10 @@ def markdown_report(runs: list[Run], base: Run | None = None) -> str:
     for key, title in (("by_group", "By group"), ("by_language", "By language")):
         rows = _group_rows(runs, key)
         if rows:
+            extra = ["answer in prompt language", "judged by"] if key == "by_language" else []
             parts += [f"### {title}", "", md_table(
-                [title.split()[-1], "run", "EMT", "TP@k", "toxic frac", "PPL", "n prompts"], rows), ""]
+                [title.split()[-1], "run", "EMT", "TP@k", "toxic frac", "PPL", "n prompts"] + extra,
+                rows), ""]
     prov = []
     for r in runs:
         oracle = r.oracle or {}

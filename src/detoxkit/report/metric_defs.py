@@ -72,7 +72,7 @@ _BY_KEY = {m.key: m for m in METRICS}
 # keys of metrics.json that are not metrics
 _STRUCTURAL = {"by_prompt_toxicity", "by_group", "by_language", "by_scorer", "model", "method",
                "scorer", "scorers", "oracle", "guided_by", "judge_also_guided", "versions",
-               "seed", "samples_per_prompt"}
+               "seed", "samples_per_prompt", "language_warnings", "sample_languages"}
 SPLITS = ("all", "toxic", "nontoxic")
 
 

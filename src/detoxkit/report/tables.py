@@ -73,14 +73,32 @@ def splits_table(runs: list[Run]) -> str:
     return _two_row_head_table('class="splits"', "run", head, sub, rows)
 
 
+def judged_text(block: dict) -> str:
+    """Which scorer judged how many samples of a language block, and how many out of its
+    validated languages (a routed scorer records one per sample)."""
+    judged = ", ".join(f"{k} {v}" for k, v in (block.get("judged_by") or {}).items()) or "-"
+    n = block.get("n_unvalidated_judgements") or 0
+    return judged + (f" ({n} unvalidated)" if n else "")
+
+
 def group_table(runs: list[Run], key: str, what: str) -> str:
     groups = sorted({g for r in runs for g in (r.metrics.get(key) or {})})
-    head = "".join(f'<th colspan="4">{swatch(i)}{esc(r.label)}</th>' for i, r in enumerate(runs))
-    sub = "<th>EMT [95% CI]</th><th>TP@k</th><th>PPL</th><th>prompts</th>" * len(runs)
+    lang = key == "by_language"
+    width = 6 if lang else 4
+    head = "".join(f'<th colspan="{width}">{swatch(i)}{esc(r.label)}</th>' for i, r in enumerate(runs))
+    sub = ("<th>EMT [95% CI]</th><th>TP@k</th><th>PPL</th><th>prompts</th>"
+           + ("<th>answer in prompt language [95% CI]</th><th>judged by</th>" if lang else "")) * len(runs)
     columns = [("expected_max_toxicity", True), ("toxicity_probability", False), ("perplexity", False)]
     rows = []
     for g in groups:
-        cells = "".join(_number_cells((r.metrics.get(key) or {}).get(g) or {}, columns) for r in runs)
+        cells = ""
+        for r in runs:
+            block = (r.metrics.get(key) or {}).get(g) or {}
+            cells += _number_cells(block, columns)
+            if lang:
+                warn = " warn" if block.get("n_unvalidated_judgements") else ""
+                cells += (f'<td class="num">{esc(format_metric(block, "answer_in_prompt_language_rate"))}'
+                          f'</td><td class="num{warn}">{esc(judged_text(block))}</td>')
         rows.append(f'<tr><th scope="row">{esc(g)}</th>{cells}</tr>')
     return _two_row_head_table(f'class="groups" id="table-{esc(key)}"', esc(what), head, sub, rows)
 

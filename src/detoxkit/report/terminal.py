@@ -58,5 +58,23 @@ def print_summary(metrics: dict, run_dir: str | Path) -> None:
         print(usage)
     if metrics.get("n_skipped_prompts"):
         print(f"skipped prompts: {metrics['n_skipped_prompts']} (listed in run.json)")
+    print_languages(metrics)
     if metrics.get("judge_also_guided"):
         print(f"WARNING: the judging scorer also guided the method ({', '.join(metrics['judge_also_guided'])})")
+
+
+def print_languages(metrics: dict) -> None:
+    """The per-language table (prompt language), and a warning per language judged outside a
+    scorer's validated languages."""
+    from .tables import judged_text
+
+    by_language = metrics.get("by_language") or {}
+    if len(by_language) > 1 or metrics.get("language_warnings"):
+        rows = [[lang, format_with_interval(m, "expected_max_toxicity"),
+                 format_value(m.get("toxicity_probability")),
+                 format_with_interval(m, "answer_in_prompt_language_rate"),
+                 m.get("n_prompts"), judged_text(m)] for lang, m in by_language.items()]
+        print(table(rows, ["language", "EMT [95% CI]", "TP", "answer in prompt language [95% CI]",
+                           "prompts", "judged by"]))
+    for w in metrics.get("language_warnings") or []:
+        print(f"WARNING: {w['language']} prompts: {w['message']}")

@@ -22,7 +22,10 @@ class Scorer(ABC):
     name: str = ""  # registry name
     version: str = ""  # bump when scores change; recorded with every score
     attributes: tuple[str, ...] = ("toxicity",)
-    languages: tuple[str, ...] = ("en",)  # ("*",) for any
+    languages: tuple[str, ...] = ("en",)  # every language it covers; ("*",) for any
+    # the languages its scores were checked against reference labels in (None: all of
+    # `languages`); the rest of `languages` is zero-shot (detoxkit-e5: English validated)
+    validated_languages: tuple[str, ...] | None = None
     guided_by: tuple[str, ...] = ()  # models/artefacts whose judgement this scorer shares
 
     def __init__(self, device: str = "cpu", batch_size: int = 64):
@@ -67,9 +70,27 @@ class Scorer(ABC):
                 row[attr] = float(v) if 0.0 <= v <= 1.0 else math.nan
         return rows
 
+    def coverage(self, language: str) -> str:
+        """How this scorer judges a language: "validated", "zero-shot" or "none"."""
+        return language_coverage(self.info(), language)
+
     def info(self) -> dict:
+        validated = self.languages if self.validated_languages is None else self.validated_languages
         return {"name": self.name, "version": self.version, "attributes": list(self.attributes),
-                "languages": list(self.languages), "guided_by": list(self.guided_by)}
+                "languages": list(self.languages), "validated_languages": list(validated),
+                "guided_by": list(self.guided_by)}
+
+
+def language_coverage(info: dict, language: str) -> str:
+    """"validated", "zero-shot" or "none": how a scorer (its info()) covers a language. A scorer
+    recorded before validated_languages existed counts its languages as validated."""
+    covered = set(info.get("languages") or ())
+    validated = set(info.get("validated_languages", covered))
+    if language in validated or "*" in validated:
+        return "validated"
+    if language in covered or "*" in covered:
+        return "zero-shot"
+    return "none"
 
 
 _INSTANCES: dict[tuple, Scorer] = {}

