@@ -158,13 +158,16 @@ def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Pat
     import torch
 
     set_threads(config.threads)
-    record = {**config_record(config), "data_fingerprint": data.fingerprint}
+    t0 = time.time()  # wall_s: loading, tokenizing and training (summed over resumed sessions)
+    lm = load_generator(config)
+    # what the result depends on: settings, data and the base weights (a changed base under the
+    # same name must not resume or pass for done)
+    record = {**config_record(config), "data_fingerprint": data.fingerprint,
+              "base_revision": lm.revision}
     config_hash = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
     if _finished(out, config_hash):
         log.info("%s already holds this %s model: nothing to do", out, recipe)
         return out
-    t0 = time.time()  # wall_s: loading, tokenizing and training (summed over resumed sessions)
-    lm = load_generator(config)
     total = config.total_steps()
     # tokenize only what one pass of the budget reads; the data recorded is what was used
     blocks, used = pack_blocks(data.texts, lm.tokenizer, config.seq_len, total * config.batch)
