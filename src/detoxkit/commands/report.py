@@ -13,7 +13,8 @@ def register(sub) -> None:
                     "--html writes a self-contained page (trade-off plot, splits, every metric, "
                     "provenance, per-prompt drill-down); --markdown prints tables for papers "
                     "and pull requests.")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN",
+                        help="run directories, or corpus scan directories (detoxkit corpus scan)")
     parser.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML report")
     parser.add_argument("--markdown", nargs="?", const="-", metavar="OUT.md",
                         help="Markdown report to OUT.md, or to stdout when no file is given")
@@ -34,6 +35,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..corpus_scan.shards import is_scan_dir
+
+    if any(is_scan_dir(p) for p in args.run_dirs):  # `detoxkit corpus scan` directories
+        from ..corpus_scan.report import report_command
+
+        return report_command(args)
     from ..report import (comparability_notices, comparison_rows, load_runs, markdown_report,
                           paired_rows, table)
 

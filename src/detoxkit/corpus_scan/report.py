@@ -158,3 +158,35 @@ def html_report(scan_dir: str | Path, title: str | None = None) -> str:
     html.append(f"<h2>settings</h2><pre>{esc(json.dumps(s['settings'], indent=2))}</pre>"
                 f"<pre>{esc(json.dumps(s['scorers'], indent=2))}</pre></body></html>")
     return "\n".join(html)
+
+
+def report_command(args) -> int:
+    """`detoxkit report SCAN_DIR [SCAN_DIR ...] [--markdown [OUT]] [--html OUT]`."""
+    import sys
+
+    from .shards import is_scan_dir
+
+    others = [p for p in args.run_dirs if not is_scan_dir(p)]
+    if others:
+        raise DetoxkitError(f"{others[0]} is a run, the others corpus scans: report them separately")
+    if args.html and len(args.run_dirs) > 1:
+        raise DetoxkitError("--html renders one corpus scan per page: give one SCAN_DIR")
+    if args.markdown is not None:
+        text = "\n".join(markdown_report(p) for p in args.run_dirs)
+        if args.markdown == "-":
+            sys.stdout.write(text)
+            return 0
+        from ..store import write_text_atomic
+
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(args.markdown), text)
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    if args.html:
+        from ..store import write_text_atomic
+
+        out = Path(args.html)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, html_report(args.run_dirs[0], args.title))
+        print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB; open it in any browser)", file=sys.stderr)
+    print("\n\n".join(terminal_report(p) for p in args.run_dirs))
+    return 0

@@ -126,6 +126,9 @@ class LocalScorer:
     def flush(self):
         return iter(())
 
+    def close(self) -> None:
+        pass
+
 
 def run_scan(config: ScanConfig) -> Path:
     """Scan (or resume scanning) config.inputs into config.out; returns the scan directory."""
@@ -147,7 +150,10 @@ def run_scan(config: ScanConfig) -> Path:
             sink = RayScorer(config, out)
         else:
             sink = LocalScorer(config, out)
-        _scan_files(config, files, manifest, out, sink, len(redo))
+        try:
+            _scan_files(config, files, manifest, out, sink, len(redo))
+        finally:
+            sink.close()
         manifest["status"] = "finished"
         manifest["finished"] = time.time()
         from .summary import summarize
