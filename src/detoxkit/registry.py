@@ -69,6 +69,16 @@ PROMPTS.register("rtp-challenging", "detoxkit.prompts.rtp:load_rtp_hub_challengi
                  "RealToxicityPrompts 'challenging' subset from the hub (network)")
 PROMPTS.register("rtp-nontoxic", "detoxkit.prompts.rtp:load_rtp_hub_nontoxic",
                  "RealToxicityPrompts prompts with toxicity < 0.5 from the hub (network)")
+PROMPTS.register("ptp-full", "detoxkit.prompts.multilingual:load_ptp_full",
+                 "PolygloToxicityPrompts full split, 17 languages x 25k (hub ToxicityPrompts/"
+                 "PolygloToxicityPrompts; network, or :dir=PATH; :languages=(de,fr))")
+PROMPTS.register("ptp-small", "detoxkit.prompts.multilingual:load_ptp_small",
+                 "PolygloToxicityPrompts small split, 17 languages x 5k (network, or :dir=PATH)")
+PROMPTS.register("ptp-wildchat", "detoxkit.prompts.multilingual:load_ptp_wildchat",
+                 "PolygloToxicityPrompts wildchat split, 17 languages x 1k user turns (network, or :dir=PATH)")
+PROMPTS.register("rtp-lx", "detoxkit.prompts.multilingual:load_rtplx",
+                 "RTP-LX: human-translated RTP prompts with native-speaker harm labels, 27 locales "
+                 "(github microsoft/RTP-LX; network, or :dir=PATH; :languages=(DE,PT-BR))")
 
 # Models: embedded offline models; any hub id or local path also works.
 MODELS.register("smollm2-135m", "detoxkit.backends.hf.embedded:SMOLLM2_135M",

@@ -28,12 +28,19 @@ def load_prompts(spec: str | Path, *, limit: int | None = None, seed: int = 0,
     spec_str = str(spec)
     if spec_str in PROMPTS:
         pset = PROMPTS.load(spec_str)(on_bad=on_bad)
+    elif spec_str.split(":", 1)[0] in PROMPTS and not Path(spec_str).exists():
+        pset = _load_with_settings(spec_str, on_bad)  # e.g. ptp-small:languages=(de,fr)
     else:
+        from .multilingual import read_sniffed, sniff_format
+
         path = Path(spec_str).expanduser()
         if path.is_dir():
             raise InputError("is a directory; --prompts takes a prompt file (.jsonl, .csv, .tsv, "
                              ".parquet) or a registered name (`detoxkit ls prompts`)", path=spec_str)
-        if path.exists():
+        fmt = sniff_format(path) if path.is_file() and text_field is None else None
+        if fmt:  # a PolygloToxicityPrompts or RTP-LX file, read with its own field mapping
+            pset = read_sniffed(path, fmt, on_bad)
+        elif path.exists():
             pset = read_prompt_file(path, text_field=text_field, on_bad=on_bad)
         elif "/" in spec_str or "\\" in spec_str or path.suffix.lower() in FORMATS:
             raise InputError("no such file", path=spec_str)
@@ -44,6 +51,26 @@ def load_prompts(spec: str | Path, *, limit: int | None = None, seed: int = 0,
                 raise DetoxkitError(f"{exc}; and no file '{spec_str}' exists") from None
             raise AssertionError("unreachable")  # pragma: no cover
     return limit_prompts(pset, limit, seed) if limit is not None else pset
+
+
+def _load_with_settings(spec: str, on_bad: str) -> PromptSet:
+    """A registered set with settings: `NAME:ARG` (its languages) or `NAME:key=value,...`."""
+    import inspect
+
+    from ..registry import PROMPTS
+    from ..specs import parse_spec
+
+    parsed = parse_spec(spec)
+    settings = dict(parsed.settings)
+    if parsed.arg is not None:
+        settings["languages"] = parsed.arg
+    loader = PROMPTS.load(parsed.name)
+    allowed = set(inspect.signature(loader).parameters) - {"on_bad"}
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise DetoxkitError(f"prompt set '{parsed.name}' has no setting {', '.join(unknown)}"
+                            f" (it takes: {', '.join(sorted(allowed)) or 'none'})")
+    return loader(on_bad=on_bad, **{k: str(v) if v is not None else None for k, v in settings.items()})
 
 
 def seeded_key(seed: int, key: str) -> bytes:
