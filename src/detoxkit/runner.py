@@ -227,8 +227,9 @@ class Evaluation:
         prov["batch_rows"] = batch_rows
         prov["method_settings"] = self.method_settings
         if prov["judge_also_guided"]:
-            log.warning("the judging scorer %s also guided the method (%s): its scores grade "
-                        "the method by its own teacher; judge with an independent scorer",
+            log.warning("the judging scorer %s also guided the method or the trained model (%s): "
+                        "its scores grade them by their own teacher; judge with an independent "
+                        "scorer",
                         prov["scorer"]["name"], ", ".join(prov["judge_also_guided"]))
         if not store.exists("config.yaml"):  # what started the run; resumes do not rewrite it
             store.write_text("config.yaml", cfg.to_yaml())

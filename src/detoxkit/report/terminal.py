@@ -60,7 +60,7 @@ def print_summary(metrics: dict, run_dir: str | Path) -> None:
         print(f"skipped prompts: {metrics['n_skipped_prompts']} (listed in run.json)")
     print_languages(metrics)
     if metrics.get("judge_also_guided"):
-        print(f"WARNING: the judging scorer also guided the method ({', '.join(metrics['judge_also_guided'])})")
+        print(f"WARNING: the judging scorer also guided the method or the trained model ({', '.join(metrics['judge_also_guided'])})")
 
 
 def print_languages(metrics: dict) -> None:
