@@ -37,6 +37,8 @@ def register(sub) -> None:
     build.add_argument("--max-words", type=int, default=None, help="longest sentence (words)")
     build.add_argument("--on-bad", choices=("error", "skip"), default="error",
                        help="a bad corpus row: stop with an error (default) or skip it")
+    build.add_argument("--language", default=None,
+                       help="the corpus's language (ISO code, e.g. de), written into every record")
     build.set_defaults(func=run_build)
 
     show = action.add_parser("show", help="counts, fingerprint and example ids of a prompt set")
@@ -66,6 +68,7 @@ def run_build(args) -> int:
             "--stratify-by", args.stratify_by]
     for flag, value in (("--text-field", None if args.text_field == "text" else args.text_field),
                         ("--label-field", label_field), ("--pool", args.pool),
+                        ("--language", args.language),
                         ("--min-words", args.min_words), ("--max-words", args.max_words)):
         if value is not None:
             argv += [flag, str(value)]
@@ -73,7 +76,7 @@ def run_build(args) -> int:
     prov = build_prompt_set(args.corpus, args.out, n_prompts=args.n, scorer=args.scorer,
                             seed=args.seed, text_field=args.text_field, label_field=label_field,
                             pool=args.pool, stratify_by=args.stratify_by, bounds=bounds,
-                            on_bad=args.on_bad, command=command)
+                            on_bad=args.on_bad, command=command, language=args.language)
     counts = prov["counts"]
     print(f"wrote {counts['selected']} prompts to {args.out} "
           f"(provenance: {provenance_path(args.out)})")

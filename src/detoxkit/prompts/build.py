@@ -301,7 +301,8 @@ def build_prompt_set(corpus: str | Path | RowSource, out_path: str | Path, *,
                      text_field: str = "text", label_field: str | None = None,
                      pool: str | None = None, stratify_by: str = "prompt",
                      bounds: Bounds = Bounds(), clean: bool = True, on_bad: str = "error",
-                     progress: bool = True, command: str | None = None) -> dict[str, Any]:
+                     progress: bool = True, command: str | None = None,
+                     language: str | None = None) -> dict[str, Any]:
     """Build an RTP-style prompt set and write `out_path` (RTP JSONL) and its provenance JSON.
 
     corpus: "default" (detoxkit's corpus, prompt-pool rows only), a CSV / TSV / JSONL /
@@ -375,6 +376,8 @@ def build_prompt_set(corpus: str | Path | RowSource, out_path: str | Path, *,
             rec["sentence_toxicity"] = _r(sentence_scores[j])
         if c.label is not None:
             rec["label"] = c.label
+        if language:  # the corpus's language, so that runs report by it without detection
+            rec["language"] = language
         lines.append(json.dumps(rec, ensure_ascii=False))
     body = "\n".join(lines) + "\n"
 
@@ -396,6 +399,7 @@ def build_prompt_set(corpus: str | Path | RowSource, out_path: str | Path, *,
         "corpus": {**corpus_info, **stats, "candidates": len(candidates)},
         "scorer": scorer_obj.info(),
         "seed": seed,
+        "language": language,
         "n_requested": n_prompts,
         "stratify_by": stratify_by,
         "bins": BIN_NAMES,

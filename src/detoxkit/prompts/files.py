@@ -256,7 +256,7 @@ def _rtp_prompt(rec: Record, bad: BadRows) -> Prompt | None:
         pid = _default_id(rec)
     meta: dict[str, Any] = {"line": rec.line, "index": rec.index}
     for key in ("filename", "begin", "end", "source_row", "sentence_index", "sentence_toxicity",
-                "label"):
+                "label", "language"):
         if d.get(key) is not None:
             meta[key] = d[key]
     cont = d.get("continuation")
