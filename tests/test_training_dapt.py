@@ -330,6 +330,16 @@ def test_sgeat_self_generation_resumes_from_its_cache(trained, tiny_model_dir, t
     rows = self_generate(config, load_generator(config), out)
     assert (out / "self_generated.jsonl").read_text().splitlines(keepends=True) == lines
     assert [r["text"] for r in rows] == [json.loads(x)["text"] for x in lines]
+    from detoxkit.training.sgeat import train_sgeat
+
+    finished = SGEATConfig(model=str(tiny_model_dir), samples=30, chunk=8, sample_tokens=16,
+                           scorer="profanity-svm", steps=8, seq_len=16, batch=4, threads=1,
+                           out=str(src))
+    before = (src / "self_generated.jsonl").stat().st_mtime_ns
+    assert train_sgeat(finished) == src  # the fixture's command again: nothing to do
+    assert (src / "self_generated.jsonl").stat().st_mtime_ns == before
+    with pytest.raises(DetoxkitError, match="already holds a model trained with other settings"):
+        train_sgeat(SGEATConfig(**{**finished.__dict__, "keep": 0.25}))
     with pytest.raises(DetoxkitError, match="other settings"):
         self_generate(SGEATConfig(model=str(tiny_model_dir), samples=30, chunk=8, sample_tokens=9,
                                   top_p=0.5), load_generator(config), out)

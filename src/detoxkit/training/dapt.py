@@ -235,6 +235,21 @@ def _finished(out: Path, config_hash: str) -> bool:
     return True
 
 
+def finished_settings(out: Path, config: LMTrainingConfig) -> bool:
+    """Whether `out` holds a finished model of these settings (before any data is made: sgeat
+    checks it before drawing samples). Other settings are an error."""
+    path = out / METADATA_FILE
+    if not path.exists():
+        return False
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    was = {k: v for k, v in (meta.get("config") or {}).items()
+           if k not in ("data_fingerprint", "base_revision")}
+    if was != json.loads(json.dumps(config_record(config), default=str)):
+        raise DetoxkitError(f"{out} already holds a model trained with other settings "
+                            f"({meta.get('command')}): use another --out, or remove it to retrain")
+    return True
+
+
 def _write_losses(out: Path, history: list[float]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "loss.jsonl").write_text("".join(json.dumps({"step": i + 1, "loss": round(v, 6)}) + "\n"

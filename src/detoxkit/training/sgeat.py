@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import DetoxkitError
 from ..progress import Progress
 from .base import Trainer, load_generator, set_threads, setting
-from .dapt import LMTrainingConfig, default_out, report, train_lm
+from .dapt import LMTrainingConfig, default_out, finished_settings, report, train_lm
 from .lm_adapter import write_json_atomic
 from .lm_data import TrainingText
 
@@ -131,6 +131,9 @@ def train_sgeat(config: SGEATConfig) -> Path:
 
     set_threads(config.threads)
     out = default_out("sgeat", config, config.out)
+    if finished_settings(out, config):  # done: no samples to draw or score
+        log.info("%s already holds this sgeat model: nothing to do", out)
+        return out
     lm = load_generator(config)
     t0 = time.time()
     rows = self_generate(config, lm, out)
