@@ -287,3 +287,13 @@ def test_summary_breakdowns_agreement_and_report(tmp_path, capsys):
 
     assert esc(" ".join(worst.split())[:30]) in html and "Content-Security-Policy" in html
     assert "by source" in capsys.readouterr().out
+
+
+def test_the_local_scan_does_not_import_ray(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", rtp_records(6))
+    code = ("import sys; from detoxkit.cli import main; "
+            f"assert main(['corpus', 'scan', {str(path)!r}, '--scorer', 'profanity-svm', '--quiet', "
+            f"'--out', {str(tmp_path / 's')!r}]) == 0; print('ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
