@@ -10,7 +10,8 @@ import sys
 
 from .errors import DetoxkitError
 
-COMMAND_MODULES = ["run", "sweep", "score", "report", "compare", "ls", "prompts", "corpus", "scorers", "train"]
+COMMAND_MODULES = ["run", "sweep", "score", "report", "compare", "ls", "prompts", "corpus", "scorers", "train",
+                   "langmatters"]
 
 
 class OneLineErrors(argparse.ArgumentParser):

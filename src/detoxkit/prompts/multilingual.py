@@ -338,9 +338,16 @@ def load_rtplx(on_bad: str = "error", languages: Any = None, dir: str | None = N
     for loc in locales:
         target = folder / f"RTP_LX_{loc}.json"
         if not target.exists():
-            _download(RTPLX_URL.format(loc), target, how)
+            _download(rtplx_url().format(loc), target, how)
         files.append(target)
     return read_rtplx_files(files, on_bad, extra={"via": "https", "repo": RTPLX_REPO})
+
+
+def rtplx_url() -> str:
+    """Where RTP-LX's files are fetched from ($DETOXKIT_RTPLX_URL overrides, e.g. a mirror)."""
+    import os
+
+    return os.environ.get("DETOXKIT_RTPLX_URL") or RTPLX_URL
 
 
 def _download(url: str, target: Path, how: str) -> None:
@@ -350,8 +357,11 @@ def _download(url: str, target: Path, how: str) -> None:
 
     from ..store import write_text_atomic
 
-    try:
-        socket.create_connection(("raw.githubusercontent.com", 443), timeout=5).close()
+    from urllib.parse import urlparse
+
+    host = urlparse(url)
+    try:  # a quick connect test: an offline machine gets the error in seconds
+        socket.create_connection((host.hostname or "", host.port or 443), timeout=5).close()
         response = httpx.get(url, timeout=60, follow_redirects=True)
         response.raise_for_status()
     except (OSError, httpx.HTTPError) as exc:
