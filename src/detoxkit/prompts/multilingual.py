@@ -106,7 +106,7 @@ def _rtplx_label(value: Any, rec: Record, field: str, bad: BadRows, top: int) ->
     if value is None:
         return True, None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= top:
-        bad.at(rec, f"expected a label from 1 to {top}, got {str(value)[:40]!r}", field)
+        bad.at(rec, f"expected a label from 1 to {top}, got {repr(value)[:40]}", field)
         return False, None
     return True, value
 
