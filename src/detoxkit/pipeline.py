@@ -7,7 +7,7 @@ from the same config, so every sample is drawn and scored the same way wherever 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .backends import Backend, Request, Sample, SamplingConfig, check_method_support, load_backend
@@ -38,6 +38,8 @@ class Components:
         from .scorers import load_scorer
 
         method = method or build_method(cfg.methods)
+        if cfg.dtype == "auto" and method.needs_float32:  # see DetoxMethod.needs_float32
+            cfg = replace(cfg, dtype="float32")
         adapter = {"adapter": cfg.adapter} if getattr(cfg, "adapter", None) else {}
         backend = load_backend(cfg.model, cfg=cfg, **adapter)  # the generator only, not the oracle
         check_method_support(method, backend)

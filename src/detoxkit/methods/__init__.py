@@ -68,6 +68,7 @@ class Chain(DetoxMethod):
         self.methods = [m for m in methods if m.name != "none"] or methods[:1]
         self.backends = frozenset.intersection(*(m.backends for m in self.methods))
         self.changes_logits = any(m.changes_logits for m in self.methods)
+        self.needs_float32 = any(m.needs_float32 for m in self.methods)
 
     def settings(self):
         return {"methods": [m.describe() for m in self.methods]}

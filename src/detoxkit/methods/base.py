@@ -65,6 +65,9 @@ class DetoxMethod(ABC):
     name: str = ""
     backends: frozenset[str] = ALL_BACKENDS
     changes_logits: bool = True  # False only for plain sampling, which runs on every backend
+    # gradient-based methods (PPLM, semantic control) step through the model's activations:
+    # `--dtype auto` keeps their runs in float32, the precision their references ran in
+    needs_float32: bool = False
 
     def __init__(self, **settings: Any):
         if settings:

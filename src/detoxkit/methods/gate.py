@@ -77,6 +77,7 @@ class Gate(DetoxMethod):
         if int(every) < 1 or int(hold) < 1:
             raise DetoxkitError("gate: every and hold must be >= 1")
         self.inner = method
+        self.needs_float32 = method.needs_float32
         self.check = check
         self.threshold = float(threshold if threshold is not None else (0.05 if check == "cfl" else 0.5))
         self.token_effect = float(token_effect)

@@ -222,7 +222,7 @@ class _PPLMTransform(LogitsTransform):
         direct = h if m.mode == "direct-path" else h.detach()
         hidden, n = self.hsum + direct.float(), self.count + 1
         if m.horizon:  # the expected next token's embedding, through the unperturbed past
-            emb = torch.softmax(lp, -1)[:, :self.embed.weight.shape[0]] @ self.embed.weight
+            emb = torch.softmax(lp.float(), -1)[:, :self.embed.weight.shape[0]] @ self.embed.weight.float()
             scale = getattr(self.embed, "embed_scale", None)
             if scale is not None:
                 emb = emb * scale
@@ -268,6 +268,7 @@ class PPLM(DetoxMethod):
 
     name = "pplm"
     backends = frozenset({"hf"})
+    needs_float32 = True
 
     # Defaults: the toxicity protocol of DExperts (alisawuffles/DExperts
     # scripts/run_toxicity_experiment.py with generation/pplm_generation.py's PPLMGeneration).

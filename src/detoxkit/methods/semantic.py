@@ -143,6 +143,7 @@ class SemanticControl(DetoxMethod):
 
     name = "semantic-control"
     backends = frozenset({"hf"})
+    needs_float32 = True
 
     def __init__(self, strength: float = 1.0, threshold: float = 0.5, spread: float = 0.5,
                  horizon: int = 20, redraft: int = 0, draft_top_p: float = 1.0, seed: int = 0,

@@ -52,8 +52,9 @@ class TransformersSampler:
         width = prompt_ids.shape[1]
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         positions = position_ids(prompt_mask)
+        # logits of the last position only: the others predict prompt tokens nobody samples
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
-                    use_cache=True)
+                    use_cache=True, logits_to_keep=1)
 
         # Expand the prompt's cache and last logits to its samples.
         row_of = torch.tensor([j for j, r in enumerate(requests) for _ in r.sample_indices],
