@@ -32,6 +32,9 @@ def register(action) -> None:
     scan.add_argument("--on-bad", choices=("error", "skip"), default="error",
                       help="a malformed record: stop with its file, line and field (error), or "
                            "count it and go on (skip)")
+    scan.add_argument("--no-language", dest="language", action="store_false",
+                      help="do not detect each document's language (detoxkit.lang, about 0.6 ms a "
+                           "document) for the breakdown by language")
     scan.add_argument("--batch-size", type=int, help="scorer batch size (default: the scorer's)")
     scan.add_argument("--device", default="cpu")
     scan.add_argument("--threshold", type=float, default=0.5,
@@ -70,7 +73,7 @@ def run_scan_command(args) -> int:
                         unit_size=args.unit_size, shard_docs=args.shard_docs, on_bad=args.on_bad,
                         batch_size=args.batch_size, device=args.device, executor=args.executor,
                         workers=args.workers, ray_address=args.ray_address,
-                        threshold=args.threshold)
+                        threshold=args.threshold, language=args.language)
     out = run_scan(config)
     if not args.quiet:
         from .report import terminal_report

@@ -27,10 +27,11 @@ class ShardScorer:
     """One Ray Data actor: the scorers, loaded once; scores and writes whole shards."""
 
     def __init__(self, specs: list[str], device: str, batch_size: int | None, units: str,
-                 unit_size: int, out: str):
+                 unit_size: int, out: str, language: bool = True):
         from ..scorers import load_scorer
 
         self.specs, self.units, self.unit_size, self.out = specs, units, unit_size, Path(out)
+        self.language = language
         self.scorers = [load_scorer(s, device, batch_size) for s in specs]
         self.infos = json.dumps([s.info() for s in self.scorers])
 
@@ -40,7 +41,7 @@ class ShardScorer:
         names, entries = [], []
         for name, fi, docs in zip(batch["name"], batch["file"], batch["docs"]):
             table = score_docs(json.loads(docs), int(fi), self.scorers, self.specs, self.units,
-                               self.unit_size)
+                               self.unit_size, self.language)
             names.append(str(name))
             entries.append(json.dumps(write_shard(self.out, str(name), table)))
         return {"name": names, "entry": entries, "scorers": [self.infos] * len(names)}
@@ -81,7 +82,8 @@ class RayScorer:
             ShardScorer, batch_size=1, batch_format="numpy", concurrency=c.workers,
             num_cpus=self.cpus, fn_constructor_kwargs={
                 "specs": list(c.scorers), "device": c.device, "batch_size": c.batch_size,
-                "units": c.units, "unit_size": c.unit_size, "out": str(self.out)})
+                "units": c.units, "unit_size": c.unit_size, "out": str(self.out),
+                "language": c.language})
         for row in ds.iter_rows():  # as the actors finish them: each is listed at once
             yield str(row["name"]), json.loads(row["entry"]), json.loads(row["scorers"])
 

@@ -43,6 +43,7 @@ class ScanConfig:
     executor: str = "local"  # or "ray"
     workers: int = 1
     ray_address: str | None = None
+    language: bool = True  # detect each document's language (detoxkit.lang) for the breakdown
     threshold: float = 0.5
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -120,7 +121,7 @@ class LocalScorer:
 
     def submit(self, name: str, file_index: int, shard_index: int, docs: list[dict]):
         table = score_docs(docs, file_index, self.scorers, self.config.scorers, self.config.units,
-                           self.config.unit_size)
+                           self.config.unit_size, self.config.language)
         yield name, write_shard(self.out, name, table), self.infos
 
     def flush(self):

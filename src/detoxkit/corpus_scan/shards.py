@@ -74,10 +74,11 @@ def score_key(spec: str) -> str:
 
 
 def score_docs(docs: list[dict], file_index: int, scorers: list, specs: list[str], units: str,
-               unit_size: int):
+               unit_size: int, language: bool = True):
     """The shard table of `docs` ({line, offset, text, meta}): every unit of every document
     scored by each scorer in one call (the scorer sorts them by length and batches them), the
-    document's score the maximum and the mean over its units (NaN when it has none scored)."""
+    document's score the maximum and the mean over its units (NaN when it has none scored);
+    language: each document's language from detoxkit.lang (None when off or not installed)."""
     import pyarrow as pa
 
     spans = [split_units(d["text"], units, unit_size) for d in docs]
@@ -92,18 +93,28 @@ def score_docs(docs: list[dict], file_index: int, scorers: list, specs: list[str
         "n_units": pa.array([len(sp) for sp in spans], pa.int32()),
         "meta": pa.array([json.dumps(d["meta"], ensure_ascii=False, sort_keys=True) for d in docs],
                          pa.string()),
-        "language": pa.array(languages_of([d["text"] for d in docs]), pa.string()),
+        "language": pa.array(languages_of([d["text"] for d in docs]) if language
+                             else [None] * len(docs), pa.string()),
         "unit_start": pa.array([[a for a, _ in sp] for sp in spans], pa.list_(pa.int32())),
         "unit_end": pa.array([[b for _, b in sp] for sp in spans], pa.list_(pa.int32())),
     }
+    starts = bounds[:-1][bounds[1:] > bounds[:-1]]  # first unit of each document with units
+    has = bounds[1:] > bounds[:-1]
     for scorer, spec in zip(scorers, specs):
         tox = np.asarray(scorer.score(flat)["toxicity"], dtype=np.float64) if flat else np.zeros(0)
-        per_doc = [tox[bounds[i]:bounds[i + 1]] for i in range(len(docs))]
+        doc_max, doc_mean = np.full(len(docs), np.nan), np.full(len(docs), np.nan)
+        if len(starts):
+            valid = ~np.isnan(tox)
+            doc_max[has] = np.fmax.reduceat(tox, starts)  # NaN only where every unit is NaN
+            n_ok = np.add.reduceat(valid.astype(np.int64), starts)
+            sums = np.add.reduceat(np.where(valid, tox, 0.0), starts)
+            doc_mean[has] = np.where(n_ok > 0, sums / np.maximum(n_ok, 1), np.nan)
         key = score_key(spec)
-        cols[f"{key}.max"] = pa.array([_agg(u, np.max) for u in per_doc], pa.float64())
-        cols[f"{key}.mean"] = pa.array([_agg(u, np.mean) for u in per_doc], pa.float64())
-        cols[f"{key}.units"] = pa.array([[None if math.isnan(x) else float(x) for x in u]
-                                         for u in per_doc], pa.list_(pa.float64()))
+        cols[f"{key}.max"] = pa.array(doc_max, pa.float64(), from_pandas=True)
+        cols[f"{key}.mean"] = pa.array(doc_mean, pa.float64(), from_pandas=True)
+        cols[f"{key}.units"] = pa.array([[None if math.isnan(x) else float(x)
+                                          for x in tox[bounds[i]:bounds[i + 1]]]
+                                         for i in range(len(docs))], pa.list_(pa.float64()))
     return pa.table(cols)
 
 
@@ -115,11 +126,6 @@ def languages_of(texts: list[str]) -> list[str | None]:
     except ImportError:
         return [None] * len(texts)
     return [d.language for d in detect_many(texts)]
-
-
-def _agg(values: np.ndarray, fn) -> float | None:
-    ok = values[~np.isnan(values)]
-    return float(fn(ok)) if len(ok) else None
 
 
 def write_shard(scan_dir: Path, name: str, table) -> dict:

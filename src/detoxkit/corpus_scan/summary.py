@@ -26,13 +26,26 @@ MAX_GROUPS = 30  # a metadata field with more distinct values than this is not b
 TOP_K = 20
 
 
-def bootstrap_fraction(flags: np.ndarray, seed: int, n_boot: int = 1000) -> list[float]:
-    flags = flags[~np.isnan(flags)]
-    if len(flags) == 0:
+def bootstrap_fraction(values: np.ndarray, seed: int, n_boot: int = 1000) -> list[float]:
+    """95% bootstrap interval of the mean of `values` (NaN left out). For 0/1 values the
+    resampled mean is drawn from its binomial law (the same distribution as resampling the
+    documents, at any corpus size); other values are resampled up to 50k, beyond which the
+    normal interval of the mean is used (the bootstrap's limit)."""
+    values = values[~np.isnan(values)]
+    n = len(values)
+    if n == 0:
         return [math.nan, math.nan]
     rng = np.random.default_rng(seed)
-    means = flags[rng.integers(0, len(flags), size=(n_boot, len(flags)))].mean(axis=1)
     a = (1 - CI_LEVEL) / 2
+    if np.isin(values, (0.0, 1.0)).all():
+        means = rng.binomial(n, values.mean(), size=n_boot) / n
+    elif n <= 50_000:
+        means = values[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    else:
+        from statistics import NormalDist
+
+        z, se = NormalDist().inv_cdf(1 - a), values.std(ddof=1) / math.sqrt(n)
+        return [float(values.mean() - z * se), float(values.mean() + z * se)]
     return [float(np.quantile(means, a)), float(np.quantile(means, 1 - a))]
 
 
@@ -104,13 +117,13 @@ def _group_stats(doc_max: np.ndarray, threshold: float, seed: int) -> dict:
 
 
 def agreement(table, keys: list[str], threshold: float) -> list[dict]:
-    from scipy.stats import spearmanr
-
-    from ..stats import roc_auc
-
     rows = []
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
+            from scipy.stats import spearmanr
+
+            from ..stats import roc_auc
+
             x, y = _col(table, f"{a}.max"), _col(table, f"{b}.max")
             ok = ~np.isnan(x) & ~np.isnan(y)
             rho = float(spearmanr(x[ok], y[ok]).statistic) if ok.sum() > 2 else math.nan
