@@ -242,3 +242,14 @@ def test_validate_errors_are_clear(tmp_path, capsys):
     bad.write_text(json.dumps({"text": "hi"}) + "\n")
     assert main(["scorers", "validate", "--scorer", "profanity-svm", "--data", str(bad)]) == 2
     assert "--text-field" in capsys.readouterr().err
+
+
+def test_minilm_in_bfloat16_agrees_with_float32_and_says_so():
+    texts = [json.loads(line)["prompt"]["text"] for path in (RTP_CHALLENGING, RTP_NONTOXIC)
+             for line in path.read_text(encoding="utf-8").split("\n")[:20] if line]
+    fp32, bf16 = load_scorer("detoxkit-minilm"), load_scorer("detoxkit-minilm:dtype=bfloat16")
+    a, b = fp32.score(texts)["toxicity"], bf16.score(texts)["toxicity"]
+    assert np.abs(a - b).max() < 0.05 and np.corrcoef(a, b)[0, 1] > 0.99
+    assert bf16.version.split(" ")[0].endswith("-bf16") and not fp32.version.split(" ")[0].endswith("-bf16")
+    with pytest.raises(DetoxkitError, match="dtype"):
+        load_scorer("detoxkit-minilm:dtype=float16")

