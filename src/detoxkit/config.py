@@ -36,6 +36,7 @@ class RunConfig:
     adapter: str | None = None  # a trained adapter directory applied to the model (hf backend)
     prompts: str = DEFAULT_PROMPTS
     text_field: str | None = None  # text column of generic prompt files
+    group_field: str | None = None  # group column of generic prompt files (default "group")
     limit: int | None = None  # stratified, seeded subset of the prompts
     samples: int = 25  # k samples per prompt
     max_new_tokens: int = 20
@@ -74,7 +75,7 @@ class RunConfig:
     # Fields added after runs existed: left out of the hash at their default, so that those
     # runs keep their hash and resume.
     HASHED_UNLESS_DEFAULT = {"prompt_format": "raw", "instruction": None, "system_prompt": None,
-                             "adapter": None}
+                             "adapter": None, "group_field": None}
 
     def __post_init__(self):
         if not self.scorers:

@@ -239,14 +239,19 @@ def compute_metrics(store, prov: dict, skipped: list[dict] | None = None) -> dic
         splits[key].append(r)
     metrics["by_prompt_toxicity"] = {k: block(v, judge) for k, v in splits.items()
                                      if v or k != "unknown"}
+    from .group_metrics import add_group_metrics, group_key
+
     for key, meta_key in (("by_group", "group"), ("by_language", "language")):
         groups: dict[str, list[dict]] = {}
         for r in rows:
-            value = prompts.get(r["prompt_id"], {}).get("meta", {}).get(meta_key)
+            meta = prompts.get(r["prompt_id"], {}).get("meta", {})
+            value = group_key(meta) if key == "by_group" else meta.get(meta_key)
             if value is not None:
                 groups.setdefault(str(value), []).append(r)
         if groups:
             metrics[key] = {g: block(v, judge) for g, v in sorted(groups.items())}
+    if metrics.get("by_group"):  # each group's mean toxicity, and disparities per domain
+        add_group_metrics(metrics, records_of(rows, judge), prompts, seed=seed)
     judges = _scorer_infos(prov)
     for lang, m in (metrics.get("by_language") or {}).items():
         m.update(language_metrics([r for r in rows if _prompt_language(prompts, r) == lang],

@@ -79,6 +79,13 @@ PROMPTS.register("ptp-wildchat", "detoxkit.prompts.multilingual:load_ptp_wildcha
 PROMPTS.register("rtp-lx", "detoxkit.prompts.multilingual:load_rtplx",
                  "RTP-LX: human-translated RTP prompts with native-speaker harm labels, 27 locales "
                  "(github microsoft/RTP-LX; network, or :dir=PATH; :languages=(DE,PT-BR))")
+PROMPTS.register("bold", "detoxkit.prompts.groups:load_bold",
+                 "BOLD: Wikipedia prefixes naming people of 5 domains (gender, race, profession, political "
+                 "and religious ideology), each prompt with its domain and group (github amazon-science/bold; "
+                 "network, or :dir=PATH; :domains=(gender,race))")
+PROMPTS.register("toxigen", "detoxkit.prompts.groups:load_toxigen",
+                 "ToxiGen's few-shot prompts, hate and neutral, about 16 groups (github microsoft/TOXIGEN; "
+                 "network, or :dir=PATH; :kind=hate|neutral, :groups=(asian,women))")
 
 # Models: embedded offline models; any hub id or local path also works.
 MODELS.register("smollm2-135m", "detoxkit.backends.hf.embedded:SMOLLM2_135M",

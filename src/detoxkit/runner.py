@@ -113,7 +113,8 @@ class Evaluation:
         from .prompts import load_prompts
 
         pset = load_prompts(self.cfg.prompts, limit=self.cfg.limit, seed=self.cfg.seed,
-                            text_field=self.cfg.text_field, on_bad=self.cfg.on_bad)
+                            text_field=self.cfg.text_field, on_bad=self.cfg.on_bad,
+                            group_field=self.cfg.group_field)
         self.prompt_set = pset
         self.skipped = list(pset.skipped)
         if not pset.prompts:

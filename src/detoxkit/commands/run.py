@@ -11,6 +11,8 @@ FLAGS = {
                                   "applied to the model (hf backend)"),
     "--prompts": ("prompts", str, "registered prompt set name or a file path"),
     "--text-field": ("text_field", str, "text column of a generic JSONL/CSV/Parquet prompt file"),
+    "--group-field": ("group_field", str, "group column of a generic prompt file (per-group "
+                                          "metrics and disparities; default: a column named group)"),
     "--limit": ("limit", int, "use N prompts (stratified by prompt toxicity, seeded)"),
     "--samples": ("samples", int, "samples per prompt (k)"),
     "--max-new-tokens": ("max_new_tokens", int, "new tokens per sample"),

@@ -285,7 +285,8 @@ def _messages(value: Any, rec: Record, bad: BadRows) -> tuple[list[dict], str] |
     return (value, text) if text is not None else None
 
 
-def _generic_prompt(rec: Record, text_field: str, bad: BadRows) -> Prompt | None:
+def _generic_prompt(rec: Record, text_field: str, bad: BadRows,
+                    group_field: str = "group") -> Prompt | None:
     d = rec.data
     conversation = None
     if "messages" in d and get_field(d, text_field) is _MISSING:  # a conversation file
@@ -303,9 +304,13 @@ def _generic_prompt(rec: Record, text_field: str, bad: BadRows) -> Prompt | None
         return None
     pid = str(d["id"]) if d.get("id") not in (None, "") else _default_id(rec)
     meta: dict[str, Any] = {"line": rec.line, "index": rec.index}
-    for key in ("group", "language"):
-        if d.get(key) not in (None, ""):
-            meta[key] = d[key]
+    for key in ("group", "language", "domain"):
+        value = get_field(d, group_field) if key == "group" else d.get(key)
+        if value not in (None, "", _MISSING):
+            meta[key] = value
+    if group_field != "group" and "group" not in meta:
+        bad.at(rec, "missing group field (named by --group-field)", group_field)
+        return None
     if conversation is not None:  # chat mode sends it as it is (detoxkit/chat.py)
         meta["messages"] = [{"role": m["role"], "content": m["content"]} for m in conversation[0]]
     return Prompt(pid, text, toxicity, challenging, meta)
@@ -313,7 +318,8 @@ def _generic_prompt(rec: Record, text_field: str, bad: BadRows) -> Prompt | None
 
 def prompts_from_records(records: Iterable[Record], bad: BadRows, *,
                          text_field: str | None = None, allow_rtp: bool = True,
-                         drop_exact_duplicates: bool = False) -> tuple[list[Prompt], bool]:
+                         drop_exact_duplicates: bool = False,
+                         group_field: str | None = None) -> tuple[list[Prompt], bool]:
     """(prompts, is_rtp). RTP format is detected on the first record (a `prompt` object)
     unless a text field is named; duplicate ids are bad rows. drop_exact_duplicates: a
     repeat of an earlier prompt (same id, text and toxicity) is dropped and listed in
@@ -326,7 +332,7 @@ def prompts_from_records(records: Iterable[Record], bad: BadRows, *,
         if rtp is None:
             rtp = allow_rtp and text_field is None and isinstance(rec.data.get("prompt"), dict)
         p = _rtp_prompt(rec, bad) if rtp else _generic_prompt(rec, text_field or DEFAULT_TEXT_FIELD,
-                                                                 bad)
+                                                                 bad, group_field or "group")
         if p is None:
             continue
         if p.id in seen:
@@ -344,7 +350,8 @@ def prompts_from_records(records: Iterable[Record], bad: BadRows, *,
 
 
 def read_prompt_file(path: str | Path, *, text_field: str | None = None, on_bad: str = "error",
-                     name: str | None = None, drop_exact_duplicates: bool = False) -> PromptSet:
+                     name: str | None = None, drop_exact_duplicates: bool = False,
+                     group_field: str | None = None) -> PromptSet:
     """A prompt set from RTP-format JSONL or generic JSONL / CSV / TSV / Parquet."""
     path = Path(path)
     bad = BadRows(str(path), on_bad)
@@ -357,11 +364,14 @@ def read_prompt_file(path: str | Path, *, text_field: str | None = None, on_bad:
                          path=str(path), line=1 if fmt in ("csv", "tsv") else None, field=wanted)
     prompts, rtp = prompts_from_records(records, bad, text_field=text_field,
                                         allow_rtp=fmt == "jsonl",
-                                        drop_exact_duplicates=drop_exact_duplicates)
+                                        drop_exact_duplicates=drop_exact_duplicates,
+                                        group_field=group_field)
     if not prompts:
         raise InputError(f"no usable prompts ({len(bad.skipped)} rows skipped)", path=str(path))
     provenance = {"kind": "file", "format": "rtp-jsonl" if rtp else fmt, "path": str(path),
                   "file_sha256": file_sha256(path),
                   "text_field": "prompt.text" if rtp else wanted}
+    if group_field:
+        provenance["group_field"] = group_field
     return PromptSet(prompts, name or path.stem, str(path), fingerprint_prompts(prompts),
                      provenance, bad.skipped)

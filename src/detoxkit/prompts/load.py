@@ -13,13 +13,15 @@ GROUPS = ("toxic", "nontoxic", "unknown")
 
 
 def load_prompts(spec: str | Path, *, limit: int | None = None, seed: int = 0,
-                 text_field: str | None = None, on_bad: str = "error") -> PromptSet:
+                 text_field: str | None = None, on_bad: str = "error",
+                 group_field: str | None = None) -> PromptSet:
     """A prompt set from a registered name (`detoxkit ls prompts`) or a file path.
 
     limit: keep a seeded subset of that many prompts, stratified by prompt toxicity.
     text_field: the text column of a generic file (default "text"; ignored for
     registered sets). on_bad: "error" (raise at the first bad row) or "skip"
-    (skip bad rows, listed in PromptSet.skipped)."""
+    (skip bad rows, listed in PromptSet.skipped). group_field: the column of a generic file
+    that names each prompt's group (default "group")."""
     from ..registry import PROMPTS
     from .files import FORMATS, ON_BAD, read_prompt_file
 
@@ -37,11 +39,17 @@ def load_prompts(spec: str | Path, *, limit: int | None = None, seed: int = 0,
         if path.is_dir():
             raise InputError("is a directory; --prompts takes a prompt file (.jsonl, .csv, .tsv, "
                              ".parquet) or a registered name (`detoxkit ls prompts`)", path=spec_str)
-        fmt = sniff_format(path) if path.is_file() and text_field is None else None
-        if fmt:  # a PolygloToxicityPrompts or RTP-LX file, read with its own field mapping
+        from .groups import read_group_file, sniff_group_format
+
+        group_fmt = sniff_group_format(path) if text_field is None else None
+        fmt = sniff_format(path) if path.is_file() and text_field is None and not group_fmt else None
+        if group_fmt:  # a BOLD or ToxiGen file, read in its own format
+            pset = read_group_file(path, group_fmt, on_bad)
+        elif fmt:  # a PolygloToxicityPrompts or RTP-LX file, read with its own field mapping
             pset = read_sniffed(path, fmt, on_bad)
         elif path.exists():
-            pset = read_prompt_file(path, text_field=text_field, on_bad=on_bad)
+            pset = read_prompt_file(path, text_field=text_field, on_bad=on_bad,
+                                    group_field=group_field)
         elif "/" in spec_str or "\\" in spec_str or path.suffix.lower() in FORMATS:
             raise InputError("no such file", path=spec_str)
         else:
