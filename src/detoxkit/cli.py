@@ -11,7 +11,7 @@ import sys
 from .errors import DetoxkitError
 
 COMMAND_MODULES = ["run", "sweep", "score", "report", "compare", "ls", "prompts", "corpus", "scorers", "train",
-                   "langmatters"]
+                   "langmatters", "moderate"]
 
 
 class OneLineErrors(argparse.ArgumentParser):

@@ -83,6 +83,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class RunStore:
+    rows_file = GENERATIONS  # the append-only file of rows (detoxkit moderate: scores.jsonl)
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock_fh = None
@@ -161,7 +163,7 @@ class RunStore:
     def repair(self) -> int:
         """Cut a torn final line left by a killed writer; returns bytes removed."""
         self._require_lock()
-        path = self.path / GENERATIONS
+        path = self.path / self.rows_file
         if not path.exists():
             return 0
         with open(path, "rb+") as fh:
@@ -190,7 +192,7 @@ class RunStore:
     def generations(self) -> list[dict]:
         """The run's samples, one per (prompt, sample index): where a failed sample was drawn
         again on resume, its later line wins."""
-        path = self.path / GENERATIONS
+        path = self.path / self.rows_file
         rows = read_jsonl(path) if path.exists() else []
         latest = {(r["prompt_id"], r["sample_index"]): r for r in rows}
         return list(latest.values()) if len(latest) < len(rows) else rows
@@ -201,7 +203,7 @@ class RunStore:
             return
         payload = "".join(json.dumps(strict_json(r), ensure_ascii=False, allow_nan=False) + "\n"
                           for r in rows).encode("utf-8")
-        fd = os.open(self.path / GENERATIONS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path / self.rows_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             view = memoryview(payload)
             while view:

@@ -1,8 +1,8 @@
-"""`detoxkit ls methods|scorers|models|prompts|backends|trainers`."""
+"""`detoxkit ls methods|scorers|models|prompts|backends|trainers|risks`."""
 
 from __future__ import annotations
 
-KINDS = ("methods", "scorers", "models", "prompts", "backends", "trainers")
+KINDS = ("methods", "scorers", "models", "prompts", "backends", "trainers", "risks")
 
 
 def register(sub) -> None:
@@ -12,6 +12,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.kind == "risks":  # the risk taxonomy and what covers each risk
+        from ..risks import print_risks
+
+        return print_risks()
     return print_entries(args.kind)
 
 
