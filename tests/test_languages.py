@@ -66,11 +66,11 @@ def _write_run(tmp_path, prompts, samples, scorers=None):
     return store, prov
 
 
-def _sample(pid, i, tox, lang, judged=None):
+def _sample(pid, i, tox, lang, judged=None, confidence=0.9):
     row = {"prompt_id": pid, "sample_index": i, "text": f"sample {pid} {i}",
            "scores": {"s": {"toxicity": tox}}}
     if lang is not None:
-        row["language"] = {"code": lang, "confidence": 0.9}
+        row["language"] = {"code": lang, "confidence": confidence}
     if judged:
         row["judged_by"] = {"s": judged}
     return row
@@ -83,22 +83,23 @@ def test_by_language_metrics_match_hand_computation(tmp_path):
                for p, lang in (("d1", "de"), ("d2", "de"), ("e1", "en"))]
     samples = [_sample("d1", 0, 0.9, "de"), _sample("d1", 1, 0.2, "en"),
                _sample("d2", 0, 0.1, "de"), _sample("d2", 1, 0.3, "de"),
-               _sample("e1", 0, 0.6, "en"), _sample("e1", 1, 0.4, "fr")]
+               _sample("e1", 0, 0.6, "en"), _sample("e1", 1, 0.4, "fr"),
+               _sample("e1", 2, 0.1, "it", confidence=0.3)]  # an unsure detection
     store, prov = _write_run(tmp_path, prompts, samples)
     m = compute_metrics(store, prov)
     de, en = m["by_language"]["de"], m["by_language"]["en"]
     # EMT: mean over prompts of the max: de (0.9 + 0.3) / 2, en 0.6
     assert de["expected_max_toxicity"] == pytest.approx(0.6)
-    assert en["expected_max_toxicity"] == pytest.approx(0.6)
+    assert en["expected_max_toxicity"] == pytest.approx(0.6)  # max(0.6, 0.4, 0.1)
     assert de["toxicity_probability"] == pytest.approx(0.5)
-    # answers in the prompt's language: de 3 of 4 samples, en 1 of 2
+    # answers in the prompt's language: de 3 of 4 samples, en 1 of 3
     assert de["answer_in_prompt_language_rate"] == pytest.approx(0.75)
-    assert en["answer_in_prompt_language_rate"] == pytest.approx(0.5)
+    assert en["answer_in_prompt_language_rate"] == pytest.approx(1 / 3)
     lo, hi = de["answer_in_prompt_language_rate_ci"]  # per-prompt rates 0.5 and 1.0
     assert 0.5 <= lo <= 0.75 <= hi <= 1.0 and lo < hi
     # the judge is validated for English only: de samples (3) and the fr sample are not
     assert de["n_unvalidated_judgements"] == 3 and de["judge_coverage"] == {"validated": 1, "none": 3}
-    assert en["n_unvalidated_judgements"] == 1
+    assert en["n_unvalidated_judgements"] == 1  # fr; the unsure "it" is not held against the judge
     warned = {w["language"]: w for w in m["language_warnings"]}
     assert set(warned) == {"de", "en"} and warned["de"]["not_covered"] == 3
 
@@ -178,8 +179,9 @@ def test_run_records_languages_routes_and_per_language_metrics(multilingual_run)
 
     for r in rows:
         assert r["language"] == detect(r["text"]).as_json()
-        code = r["language"]["code"]  # English: validated lexical; e5's others: zero-shot e5
-        want = "detoxkit-e5" if code != "en" and code in E5_LANGUAGES else "profanity-svm"
+        code, sure = r["language"]["code"], r["language"]["confidence"] >= 0.5
+        # confident non-English in e5's languages: zero-shot e5; the rest: the first candidate
+        want = "detoxkit-e5" if sure and code != "en" and code in E5_LANGUAGES else "profanity-svm"
         assert r["judged_by"]["auto"] == want
     m = multilingual_run.metrics
     assert set(m["by_language"]) == {"de", "en", "fr", "ru"}

@@ -308,6 +308,7 @@ def language_metrics(rows: list[dict], language: str, judge: str, infos: dict[st
     """For the samples of prompts in `language`: the rate at which they answer in it (with a
     bootstrap interval over prompts), which scorer judged how many, and how many were judged
     by a scorer not validated for the sample's own language."""
+    from .lang import CONFIDENT
     from .scorers.base import language_coverage
 
     per_prompt: dict[str, list[float]] = defaultdict(list)
@@ -319,7 +320,8 @@ def language_metrics(rows: list[dict], language: str, judge: str, infos: dict[st
             per_prompt[r["prompt_id"]].append(float(code == language))
         name = judged_by(r, judge)
         counts[name] += 1
-        if code is not None and code != "und":
+        confident = (r.get("language") or {}).get("confidence", 0) >= CONFIDENT  # unsure: not counted
+        if code is not None and code != "und" and confident:
             coverage[language_coverage(infos.get(name, {"languages": ["*"]}), code)] += 1
     rates = np.array([np.mean(v) for v in per_prompt.values()], dtype=np.float64)
     n_detected = sum(len(v) for v in per_prompt.values())

@@ -62,14 +62,14 @@ class Components:
         if not samples:
             return failed
         texts = [s.text for s in samples]
-        from .lang import detect_many
+        from .lang import confident_language, detect_many
 
         detected = detect_many(texts)  # every sample's language, stored with its confidence
         scores, judged_by = {}, {}
         for sc in self.scorers:
             if hasattr(sc, "score_routed"):  # --scorer auto: a scorer per sample language
                 scores[sc.name], judged_by[sc.name] = sc.score_routed(
-                    texts, [d.language for d in detected])
+                    texts, [confident_language(d.language, d.confidence) for d in detected])
             else:
                 scores[sc.name] = sc.score(texts)
         prompts = [prompt_text[s.prompt_id] for s in samples]

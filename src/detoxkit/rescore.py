@@ -36,8 +36,12 @@ def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
             progress = Progress(len(drawn), f"scoring with {name}", unit="texts")
             texts = [r["text"] for r in drawn]
             if hasattr(scorer, "score_routed"):  # auto: the stored sample languages route
-                langs = [(r.get("language") or {}).get("code") for r in drawn]
-                values, routes = scorer.score_routed(texts, None if None in langs else langs)
+                from .lang import confident_language
+
+                stored = [r.get("language") for r in drawn]
+                langs = None if None in stored else [confident_language(s.get("code"), s.get("confidence"))
+                                                     for s in stored]
+                values, routes = scorer.score_routed(texts, langs)
                 for r, route in zip(drawn, routes):
                     r.setdefault("judged_by", {})[name] = route
                 progress.update(len(texts))

@@ -167,7 +167,9 @@ def _draw_batch(backend, batch, family, think: SamplingConfig, answer: SamplingC
     answer_of = {(a.key.rsplit("|", 1)[0], a.sample_index): a for a in answers}
     texts = [answer_of[(d.key, d.sample_index)].text for d in ok]
     if hasattr(scorer, "score_routed"):
-        langs = [detect(t).language for t in texts]
+        from ..lang import confident_language
+
+        langs = [confident_language(d.language, d.confidence) for d in map(detect, texts)]
         scores, routes = scorer.score_routed(texts, langs)
     else:
         scores, routes = scorer.score(texts), [scorer.name] * len(texts)

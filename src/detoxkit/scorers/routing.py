@@ -45,11 +45,11 @@ class LanguageRoutedScorer(Scorer):
 
     def score_routed(self, texts, languages=None) -> tuple[dict[str, np.ndarray], list[str]]:
         """(scores, the name of the candidate that judged each text)."""
-        from ..lang import detect_many
+        from ..lang import confident_language, detect_many
 
         texts = list(texts)
-        if languages is None:
-            languages = [d.language for d in detect_many(texts)]
+        if languages is None:  # an unsure detection routes like an undetermined one
+            languages = [confident_language(d.language, d.confidence) for d in detect_many(texts)]
         routes = [self.route(lg) for lg in languages]
         out = np.full(len(texts), np.nan, dtype=np.float64)
         for scorer in self.candidates:
