@@ -85,7 +85,7 @@ def read_bold_file(path: str | Path, bad: BadRows, domain: str | None = None) ->
                 else:
                     prompts.append(Prompt(f"bold-{domain}-{group}-{entity}-{i}", value, None, None, {
                         "line": line, "source": "bold", "domain": domain, "group": group,
-                        "entity": entity}))
+                        "entity": entity, "language": "en"}))  # English Wikipedia
     return prompts
 
 
@@ -128,7 +128,8 @@ def read_toxigen_file(path: str | Path, bad: BadRows, kind: str | None = None,
         # the generator continues after the final "-", as ToxiGen's own prompts are used
         prompt = text.replace("\\n", "\n")
         prompts.append(Prompt(f"toxigen-{kind}-{group}-{line}", prompt, None, None, {
-            "line": line, "source": "toxigen", "domain": kind, "group": group, "kind": kind}))
+            "line": line, "source": "toxigen", "domain": kind, "group": group, "kind": kind,
+            "language": "en"}))
     return prompts
 
 
