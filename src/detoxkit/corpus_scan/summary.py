@@ -23,6 +23,7 @@ from .shards import SUMMARY, load_table, read_manifest, score_key
 
 CI_LEVEL = 0.95
 MAX_GROUPS = 30  # a metadata field with more distinct values than this is not broken down
+MIN_GROUP = 5  # values with fewer documents share one "(other)" row
 TOP_K = 20
 
 
@@ -95,7 +96,15 @@ def breakdowns(table, manifest: dict, keys: list[str], threshold: float, seed: i
         fields["language"] = languages
     out = {}
     for name, values in fields.items():
-        distinct = {v for v in values if v is not None}
+        if isinstance(next((v for v in values if v is not None), None), float):
+            continue  # a continuous field (a score, a length) is no grouping
+        sizes = Counter(v for v in values if v is not None)
+        distinct = set(sizes)
+        small = {v for v, c in sizes.items() if c < MIN_GROUP}
+        if len(small) > 1:  # one row for the rare values (a language seen once or twice)
+            other = f"(other: {len(small)} values with < {MIN_GROUP} docs)"
+            values = [other if v in small else v for v in values]
+            distinct = (distinct - small) | {other}
         if not 1 < len(distinct) <= MAX_GROUPS or (name == "file" and len(files) < 2):
             continue
         block = {}
