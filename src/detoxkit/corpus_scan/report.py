@@ -53,7 +53,7 @@ def sections(s: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 [[k] + [str(n) for n in b["histogram"]["doc_max"]] for k, b in s["by_scorer"].items()]))
     for name, groups in s["by_field"].items():
         keys = list(s["by_scorer"])
-        out.append((f"by {name}", [name, "docs"] + [f"{k} toxic" for k in keys] + ["95% CI"],
+        out.append((f"by {name}", [name, "docs"] + [f"{k} toxic" for k in keys] + [f"95% CI ({keys[0]})"],
                     [[g, str(v["n_docs"])] + [_f(v[k]["toxic_fraction"]) for k in keys]
                      + [_ci(v[keys[0]]["toxic_fraction_ci"])] for g, v in groups.items()]))
     if s["agreement"]:
