@@ -274,6 +274,9 @@ def compute_metrics(store, prov: dict, skipped: list[dict] | None = None) -> dic
     })
     if prov.get("adapter"):  # a trained adapter on the model (detoxkit run --adapter)
         metrics["adapter"] = prov["adapter"]
+    from .risks import run_coverage
+
+    metrics["coverage"] = run_coverage(prov, metrics)  # the risks this run measured (risks.py)
     return metrics
 
 

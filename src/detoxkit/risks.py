@@ -175,6 +175,32 @@ def coverage_lines(block: dict) -> list[str]:
     return lines
 
 
+def data_names(info: dict) -> list[str]:
+    """The prompt set's name for the risk tags: its registered name, else the format its file
+    was read in (bold, toxigen, rtp-jsonl, ptp, ...)."""
+    prompts = info.get("prompts") or {}
+    name = str(prompts.get("spec") or "").split(":", 1)[0]
+    if name in PROMPT_TAGS:
+        return [name]
+    fmt = (prompts.get("provenance") or {}).get("format")
+    return [fmt] if fmt else []
+
+
+def run_coverage(info: dict, metrics: dict) -> dict:
+    """The coverage block of a run: its data, every scorer it recorded, its analyses, its methods."""
+    tasks = ["run"]
+    if metrics.get("group_disparity") or metrics.get("by_group"):
+        tasks.append("groups")
+    if len(metrics.get("by_language") or {}) > 1:
+        tasks.append("languages")
+    method = (info.get("method") or metrics.get("method") or {}).get("name") or "none"
+    methods = [m.split(":", 1)[0] for m in str(method).split("+")]
+    if (info.get("adapter") or metrics.get("adapter")):
+        methods.append(str((info.get("adapter") or metrics.get("adapter") or {}).get("trainer", "")))
+    scorers = info.get("scorers") or [info.get("scorer") or metrics.get("scorer") or {}]
+    return coverage(data_names(info), scorers, tasks, methods)
+
+
 def print_risks() -> int:
     """`detoxkit ls risks`: every risk, and what in detoxkit measures or mitigates it."""
     def users(table: dict, risk: str) -> list[str]:

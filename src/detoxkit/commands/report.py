@@ -41,6 +41,13 @@ def run(args) -> int:
         from ..corpus_scan.report import report_command
 
         return report_command(args)
+    from ..moderation.run import is_moderation_dir
+
+    if len(args.run_dirs) == 1 and is_moderation_dir(args.run_dirs[0]):  # `detoxkit moderate` output
+        from ..moderation.report import load_summary
+        from .moderate import write_reports
+
+        return write_reports(load_summary(args.run_dirs[0]), args)
     from ..report import (comparability_notices, comparison_rows, load_runs, markdown_report,
                           paired_rows, table)
 
@@ -84,10 +91,35 @@ def run(args) -> int:
             print(table(rows, header))
         for note in notes:
             print(f"note: {note}")
+    print_groups_and_coverage(runs, base)
     for n in comparability_notices(runs):
         if n.level == "warning":
             print(f"WARNING: {n.message}")
     return 0
+
+
+def print_groups_and_coverage(runs, base) -> None:
+    """Per-domain disparities, each method's per-group change vs the base run, and the
+    "what this evaluation covers" block of every run."""
+    from ..report import table
+    from ..report.groups import change_rows, coverage_text, disparity_rows
+
+    header, rows = disparity_rows(runs)
+    if rows:
+        print("\nDisparity between groups (largest gap: most minus least affected group; p: "
+              "permutation test of no difference)")
+        print(table(rows, header))
+    if len(runs) > 1:
+        title, header, rows, notes = change_rows(runs, base)
+        if rows:
+            print(f"\n{title}")
+            print(table(rows, header))
+        for note in notes:
+            print(f"note: {note}")
+    for label, lines in coverage_text(runs):
+        print(f"\nWhat this evaluation covers ({label}):")
+        for line in lines:
+            print(f"  {line}")
 
 
 def baseline_of(runs, wanted: str | None):

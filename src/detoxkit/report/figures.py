@@ -124,12 +124,19 @@ def groups_figure(runs: list[Run], key: str, title: str):
     import plotly.graph_objects as go
 
     groups = sorted({g for r in runs for g in (r.metrics.get(key) or {})})
+    # groups of a domain whose EMT gap is significant in some run get a "*" (permutation p < 0.05)
+    flagged = {d for r in runs for d, b in (r.metrics.get("group_disparity") or {}).items()
+               if (b.get("expected_max_toxicity") or {}).get("significant")} if key == "by_group" else set()
+    names = [plotly_text(g) + (" *" if (g.split("/", 1)[0] if "/" in g else "all") in flagged else "")
+             for g in groups]
+    if flagged:
+        title += " (* a domain whose EMT gap between groups is significant, permutation p < 0.05)"
     fig = go.Figure()
     for i, r in enumerate(runs):
         blocks = [(r.metrics.get(key) or {}).get(g) or {} for g in groups]
         ys, error_y = _bars(blocks, "expected_max_toxicity")
         label = plotly_text(r.label)
-        fig.add_trace(go.Bar(x=[plotly_text(g) for g in groups], y=ys, name=label,
+        fig.add_trace(go.Bar(x=names, y=ys, name=label,
                              marker_color=run_color(i), error_y=error_y,
                              hovertemplate=f"{label}<br>%{{x}}: EMT %{{y:.3f}}<extra></extra>"))
     fig.update_yaxes(title_text="EMT (lower: less toxic)", rangemode="tozero")

@@ -27,6 +27,7 @@ from .escaping import esc, script_json
 from .figures import curves_figure, groups_figure, splits_figure, tradeoff_figure
 from .metric_defs import as_float, metric_value
 from .runs import Run, adapter_text, load_runs, method_label, model_text
+from .groups_html import coverage_html, groups_html
 from .tables import (group_table, metrics_table, notices_html, paired_table, provenance_table,
                      scorers_table, splits_table, versions_table)
 
@@ -80,6 +81,7 @@ def build_html(runs: list[Run] | Sequence[str | Path], *, attribution: Any = "au
               f"{esc(', '.join(oracles))}; whiskers are 95% bootstrap intervals over prompts.")
 
     section("notices", "Before comparing", notices_html(notices))
+    section("coverage", "What this evaluation covers", coverage_html(runs))
 
     with_ppl = [r for r in runs if as_float(metric_value(r.metrics, "perplexity")) is not None]
     front = pareto_front(runs)
@@ -134,6 +136,9 @@ def build_html(runs: list[Run] | Sequence[str | Path], *, attribution: Any = "au
                 body = figure(f"fig-{key}", groups_figure(runs, key, f"EMT {heading.lower()}")) + body
             section(key.replace("_", "-"), heading, body +
                     f'<p class="caption">{judged} Small groups have wide intervals.</p>')
+    groups_body = groups_html(runs, base)
+    if groups_body:
+        section("group-gaps", "Gaps between groups", groups_body)
     if any(r.metrics.get("by_scorer") for r in runs):
         section("by-scorer", "The same samples under every scorer",
                 '<p class="caption">Each run\'s samples scored by every scorer it recorded; the '

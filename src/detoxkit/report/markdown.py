@@ -117,6 +117,7 @@ def markdown_report(runs: list[Run], base: Run | None = None) -> str:
             parts += [f"### {title}", "", md_table(
                 [title.split()[-1], "run", "EMT", "TP@k", "toxic frac", "PPL", "n prompts"] + extra,
                 rows), ""]
+    parts += _groups_markdown(runs, base)
     prov = []
     for r in runs:
         oracle = r.oracle or {}
@@ -135,3 +136,24 @@ def markdown_report(runs: list[Run], base: Run | None = None) -> str:
         vrows = [[p] + [r.versions.get(p, "-") for r in runs] for p in packages]
         parts += ["Library versions:", "", md_table(["package"] + [r.label for r in runs], vrows), ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _groups_markdown(runs: list[Run], base: Run | None) -> list[str]:
+    """Disparities between groups, the per-group change vs the base run, and the coverage block."""
+    from .groups import change_rows, coverage_text, disparity_rows
+
+    parts = []
+    header, rows = disparity_rows(runs)
+    if rows:
+        parts += ["### Disparity between groups", "", "Largest gap: the most minus the least affected "
+                  "group's mean, 95% bootstrap interval (prompts resampled within groups); p: "
+                  "permutation test of no difference between groups.", "", md_table(header, rows), ""]
+    if len(runs) > 1:
+        title, header, rows, notes = change_rows(runs, base)
+        if rows:
+            parts += [f"### {md_escape(title)}", "", md_table(header, rows), ""]
+        parts += [f"> note: {md_escape(n)}" for n in notes] + ([""] if notes else [])
+    parts += ["### What this evaluation covers", ""]
+    for label, lines in coverage_text(runs):
+        parts += [f"**{md_escape(label)}**", ""] + [f"- {md_escape(x)}" for x in lines] + [""]
+    return parts

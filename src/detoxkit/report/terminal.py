@@ -59,6 +59,7 @@ def print_summary(metrics: dict, run_dir: str | Path) -> None:
     if metrics.get("n_skipped_prompts"):
         print(f"skipped prompts: {metrics['n_skipped_prompts']} (listed in run.json)")
     print_languages(metrics)
+    print_disparities(metrics)
     if metrics.get("judge_also_guided"):
         print(f"WARNING: the judging scorer also guided the method or the trained model ({', '.join(metrics['judge_also_guided'])})")
 
@@ -78,3 +79,20 @@ def print_languages(metrics: dict) -> None:
                            "prompts", "judged by"]))
     for w in metrics.get("language_warnings") or []:
         print(f"WARNING: {w['language']} prompts: {w['message']}")
+
+
+def print_disparities(metrics: dict) -> None:
+    """Per-domain EMT gaps between groups, and the risk-coverage block."""
+    from ..risks import coverage_lines
+
+    for domain, block in (metrics.get("group_disparity") or {}).items():
+        d = block.get("expected_max_toxicity")
+        if d:
+            lo, hi = d["largest_gap_ci"]
+            print(f"{domain}: EMT gap {d['largest_gap']:.3f} [{lo:.3f}, {hi:.3f}] between "
+                  f"{d['most_affected']} and {d['least_affected']}, permutation p = {d['p_value']:.4f}"
+                  f"{' (SIGNIFICANT)' if d['significant'] else ''}")
+    if metrics.get("coverage"):
+        print("What this evaluation covers:")
+        for line in coverage_lines(metrics["coverage"]):
+            print(f"  {line}")
