@@ -5,9 +5,10 @@ independent of each other. For each domain (BOLD's gender, race, ...; ToxiGen's 
 one implicit domain for a plain `group` column) and each metric:
 
 - largest gap: the most affected group's mean minus the least affected group's, with a 95%
-  percentile bootstrap interval that resamples prompts within each group (so every group keeps
-  its size). The max-minus-min of noisy means is biased upwards, more so for small groups; the
-  permutation test below is the check for "is there any difference at all".
+  percentile bootstrap interval of the difference between those two groups, resampling prompts
+  within each group (so every group keeps its size). The two groups are picked on the data, so
+  the gap is an optimistic estimate when groups are close; the permutation test below (which
+  repeats the picking on every permutation) is the check for "is there any difference at all".
 - ratio: most affected group's mean / least affected group's (null when the least is 0).
 - permutation test of "no difference between groups": the same max-minus-min statistic under
   random reassignment of prompts to groups (sizes kept), seeded; p = (1 + #{T* >= T}) / (1 + N).
@@ -86,7 +87,9 @@ def disparity(values: dict[str, np.ndarray], *, seed: int = 0, n_boot: int = 100
     boot = np.stack([values[g][rng.integers(0, len(values[g]), size=(n_boot, len(values[g])))].mean(1)
                      for g in names], axis=1)  # [n_boot, groups]
     alpha = (1 - CI_LEVEL) / 2
-    gaps = _gap(boot)
+    # the interval is of the difference between the two groups found most / least affected; a
+    # bootstrap of max - min itself would sit above the estimate whenever the groups are close
+    gaps = boot[:, int(means.argmax())] - boot[:, int(means.argmin())]
     pooled = np.concatenate([values[g] for g in names])
     sizes = np.array([len(values[g]) for g in names])
     labels = np.repeat(np.arange(len(names)), sizes)

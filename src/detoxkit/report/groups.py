@@ -30,7 +30,8 @@ def disparity_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
                 d = block.get(key)
                 if not d:
                     continue
-                rows.append([r.label, domain, label, d["most_affected"], d["least_affected"],
+                rows.append([r.label, domain, label, d["most_affected"].split("/", 1)[-1],
+                             d["least_affected"].split("/", 1)[-1],
                              _interval(d["largest_gap"], d["largest_gap_ci"]),
                              format_value(d.get("ratio"), 2), f"{d['p_value']:.4f}",
                              "SIGNIFICANT" if d["significant"] else "not significant"])
