@@ -37,6 +37,10 @@ def register(action) -> None:
                            "document) for the breakdown by language")
     scan.add_argument("--batch-size", type=int, help="scorer batch size (default: the scorer's)")
     scan.add_argument("--device", default="cpu")
+    scan.add_argument("--threads", type=int, default=0,
+                      help="torch CPU threads for scoring, here or in each Ray actor (0: torch's "
+                           "default; Ray's: the actor's CPUs). A neural scorer's last digits depend "
+                           "on it: give the same value to compare a local and a Ray scan bit by bit")
     scan.add_argument("--threshold", type=float, default=0.5,
                       help="a document is toxic when its maximum unit score is >= this")
     scan.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -71,7 +75,8 @@ def run_scan_command(args) -> int:
     config = ScanConfig(inputs=args.paths, scorers=args.scorer or ["detoxkit-minilm"], out=args.out,
                         text_field=args.text_field, format=args.format, units=args.units,
                         unit_size=args.unit_size, shard_docs=args.shard_docs, on_bad=args.on_bad,
-                        batch_size=args.batch_size, device=args.device, executor=args.executor,
+                        batch_size=args.batch_size, device=args.device, threads=args.threads,
+                        executor=args.executor,
                         workers=args.workers, ray_address=args.ray_address,
                         threshold=args.threshold, language=args.language)
     out = run_scan(config)

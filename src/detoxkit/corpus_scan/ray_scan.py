@@ -27,8 +27,11 @@ class ShardScorer:
     """One Ray Data actor: the scorers, loaded once; scores and writes whole shards."""
 
     def __init__(self, specs: list[str], device: str, batch_size: int | None, units: str,
-                 unit_size: int, out: str, language: bool = True):
+                 unit_size: int, out: str, language: bool = True, threads: int = 0):
         from ..scorers import load_scorer
+        from .scan import set_threads
+
+        set_threads(threads)  # else Ray's: the actor's CPUs
 
         self.specs, self.units, self.unit_size, self.out = specs, units, unit_size, Path(out)
         self.language = language
@@ -83,7 +86,7 @@ class RayScorer:
             num_cpus=self.cpus, fn_constructor_kwargs={
                 "specs": list(c.scorers), "device": c.device, "batch_size": c.batch_size,
                 "units": c.units, "unit_size": c.unit_size, "out": str(self.out),
-                "language": c.language})
+                "language": c.language, "threads": c.threads})
         for row in ds.iter_rows():  # as the actors finish them: each is listed at once
             yield str(row["name"]), json.loads(row["entry"]), json.loads(row["scorers"])
 

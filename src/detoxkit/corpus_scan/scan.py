@@ -40,6 +40,7 @@ class ScanConfig:
     on_bad: str = "error"  # or "skip": count malformed records and go on
     batch_size: int | None = None
     device: str = "cpu"
+    threads: int = 0  # torch CPU threads of the scoring process or of each Ray actor (0: default)
     executor: str = "local"  # or "ray"
     workers: int = 1
     ray_address: str | None = None
@@ -62,7 +63,8 @@ class ScanConfig:
 
 
 # settings that do not change a score: a scan may be resumed with other values
-EXECUTION_ONLY = ("out", "executor", "workers", "ray_address", "device", "threshold", "seed", "extra")
+EXECUTION_ONLY = ("out", "executor", "workers", "ray_address", "device", "threads", "threshold",
+                  "seed", "extra")
 
 
 def settings_of(config: ScanConfig, files) -> dict:
@@ -109,6 +111,15 @@ def verify_shards(out: Path, manifest: dict) -> list[str]:
     return bad
 
 
+def set_threads(threads: int) -> None:
+    """torch's CPU threads, where given: a neural scorer's last digits depend on the thread
+    count, so a scan and its Ray twin score the same bits only with the same count."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 class LocalScorer:
     """Scores shards in this process, one at a time."""
 
@@ -116,6 +127,7 @@ class LocalScorer:
         from ..scorers import load_scorer
 
         self.config, self.out = config, out
+        set_threads(config.threads)
         self.scorers = [load_scorer(s, config.device, config.batch_size) for s in config.scorers]
         self.infos = [s.info() for s in self.scorers]
 
@@ -181,11 +193,22 @@ def _record(manifest: dict, out: Path, results, file_index_of: dict[str, tuple[i
         write_manifest(out, manifest)
 
 
+def _close_files(manifest: dict, out: Path, read: dict) -> None:
+    """Mark done the files read through whose every shard is listed (a Ray window may still
+    hold a file's last shards when the next file is read)."""
+    for fi, (n_shards, n_docs, bad) in list(read.items()):
+        if all(shard_name(fi, k) in manifest["shards"] for k in range(n_shards)):
+            manifest["files"][fi].update(done=True, docs=n_docs, shards=n_shards, bad_records=bad)
+            del read[fi]
+            write_manifest(out, manifest)
+
+
 def _scan_files(config: ScanConfig, files, manifest: dict, out: Path, sink, redo: int) -> None:
     total_bytes = sum(f.path.stat().st_size for f in files)
     done_bytes = sum(f.path.stat().st_size for f, m in zip(files, manifest["files"]) if m["done"])
     counts = {"docs": sum(e["rows"] for e in manifest["shards"].values())}
     pending: dict[str, tuple[int, int]] = {}
+    read: dict[int, tuple[int, int, int]] = {}  # files read through: (shards, docs, bad records)
     t0, docs0 = time.monotonic(), counts["docs"]
     with Progress(total_bytes, f"scan {out.name}", unit="bytes", initial=done_bytes) as bar:
         last_note = [0.0]
@@ -224,17 +247,16 @@ def _scan_files(config: ScanConfig, files, manifest: dict, out: Path, sink, redo
                     last_bytes = reader.bytes_read
             if docs:
                 emit(ordinal // config.shard_docs)
-            _record(manifest, out, sink.flush(), pending, counts)
             bar.update(max(0, f.path.stat().st_size - last_bytes))
-            n_shards = -(-ordinal // config.shard_docs)
-            missing = [shard_name(fi, k) for k in range(n_shards) if shard_name(fi, k) not in manifest["shards"]]
-            if missing:
-                raise DetoxkitError(f"internal error: shards {missing[:3]} of {f.path} were not written")
-            fm.update(done=True, docs=ordinal, shards=n_shards, bad_records=reader.bad)
-            write_manifest(out, manifest)
+            read[fi] = (-(-ordinal // config.shard_docs), ordinal, reader.bad)
             if reader.bad:
                 log.warning("%s: %d malformed records skipped (--on-bad skip)", f.path, reader.bad)
-        _record(manifest, out, sink.flush(), pending, counts)
+            _close_files(manifest, out, read)
+        _record(manifest, out, sink.flush(), pending, counts)  # Ray: the last window
+        _close_files(manifest, out, read)
+        left = [manifest["files"][fi]["path"] for fi in read]
+        if left:
+            raise DetoxkitError(f"internal error: shards of {left[0]} were not written")
         note(final=True)
     if redo:
         log.info("%d damaged or missing shards were scored again", redo)
