@@ -268,7 +268,8 @@ def test_summary_breakdowns_agreement_and_report(tmp_path, capsys):
         assert lo < s["by_scorer"][key]["toxic_fraction"] < hi
         assert sum(s["by_scorer"][key]["histogram"]["doc_max"]) == 60
     assert set(s["by_field"]["url_host"]) == {"news.example.org", "forum.example.com"}
-    assert "en" in s["by_field"].get("language", {"en": 1}) or "detoxkit.lang" not in s["language_breakdown"]
+    langs = load_table(out).column("language").to_pylist()  # detoxkit.lang (py3langid, offline)
+    assert langs.count("en") >= 55 and "detoxkit.lang" in s["language_breakdown"]
     (pair,) = s["agreement"]
     assert pair["spearman"] > 0.4 and pair["auc_b_on_a_labels"] > 0.75
     top = s["most_toxic"][SVM][0]
