@@ -51,8 +51,9 @@ def bootstrap_fraction(values: np.ndarray, seed: int, n_boot: int = 1000) -> lis
 
 
 def _col(table, name: str) -> np.ndarray:
-    return np.array([math.nan if v is None else v for v in table.column(name).to_pylist()],
-                    dtype=np.float64)
+    import pyarrow.compute as pc
+
+    return pc.fill_null(table.column(name), math.nan).to_numpy().astype(np.float64)
 
 
 def scorer_block(table, key: str, threshold: float, seed: int) -> dict:
@@ -94,6 +95,7 @@ def breakdowns(table, manifest: dict, keys: list[str], threshold: float, seed: i
         fields[name] = [m.get(name) for m in metas]
     if languages is not None:
         fields["language"] = languages
+    doc_max = {key: _col(table, f"{key}.max") for key in keys}
     out = {}
     for name, values in fields.items():
         if isinstance(next((v for v in values if v is not None), None), float):
@@ -108,11 +110,12 @@ def breakdowns(table, manifest: dict, keys: list[str], threshold: float, seed: i
         if not 1 < len(distinct) <= MAX_GROUPS or (name == "file" and len(files) < 2):
             continue
         block = {}
-        for value in sorted(distinct, key=str):
-            idx = np.array([v == value for v in values])
+        codes = {v: i for i, v in enumerate(sorted(distinct, key=str))}
+        coded = np.array([codes.get(v, -1) for v in values])
+        for value, code in codes.items():
+            idx = coded == code
             block[str(value)] = {"n_docs": int(idx.sum()), **{
-                key: _group_stats(_col(table, f"{key}.max")[idx], threshold, seed)
-                for key in keys}}
+                key: _group_stats(doc_max[key][idx], threshold, seed) for key in keys}}
         out[name] = block
     return out
 
