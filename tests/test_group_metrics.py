@@ -125,3 +125,9 @@ def test_method_that_lowers_the_affected_group_narrows_the_gap():
     assert gap["change"] == pytest.approx(-0.15) and gap["verdict"] == "narrowed"
     same = group_changes(_records(base), _records(base), _prompts(groups), seed=0)["race"]["gap"]
     assert same["change"] == pytest.approx(0.0) and same["verdict"] == "no clear change"
+
+
+def test_groups_with_equal_means_have_no_most_affected_group():
+    d = disparity({"a": np.zeros(6), "b": np.zeros(4), "c": np.zeros(5)}, seed=0)
+    assert d["most_affected"] is None and d["least_affected"] is None
+    assert d["largest_gap"] == 0.0 and d["p_value"] == 1.0 and not d["significant"]

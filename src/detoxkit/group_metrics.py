@@ -81,7 +81,8 @@ def disparity(values: dict[str, np.ndarray], *, seed: int = 0, n_boot: int = 100
     if len(names) < 2:
         return {}
     means = np.array([values[g].mean() for g in names])
-    most, least = names[int(means.argmax())], names[int(means.argmin())]
+    tie = bool(means.max() == means.min())  # no group is more affected than another
+    most, least = (None, None) if tie else (names[int(means.argmax())], names[int(means.argmin())])
     gap = float(means.max() - means.min())
     rng = np.random.default_rng(seed + 23)
     boot = np.stack([values[g][rng.integers(0, len(values[g]), size=(n_boot, len(values[g])))].mean(1)

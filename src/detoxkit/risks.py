@@ -152,6 +152,8 @@ def coverage(data: list[str], scorers: list[dict], tasks: list[str],
             if risk in measured:
                 entry(risk)["tasks"].append(task)
     mitigated = sorted({r for m in methods for r in METHOD_TAGS.get(m, ())})
+    for m in measured.values():  # the same evaluation gives the same block, whatever the order
+        m["scorers"].sort()
     ordered = [measured[r] for r in RISKS if r in measured]
     covered_areas = {m["area"] for m in ordered}
     return {"measured": ordered, "mitigated": mitigated,

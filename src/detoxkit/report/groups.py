@@ -30,8 +30,10 @@ def disparity_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
                 d = block.get(key)
                 if not d:
                     continue
-                rows.append([r.label, domain, label, d["most_affected"].split("/", 1)[-1],
-                             d["least_affected"].split("/", 1)[-1],
+                tie = d["most_affected"] is None  # every group has the same mean
+                rows.append([r.label, domain, label,
+                             "all equal" if tie else d["most_affected"].split("/", 1)[-1],
+                             "all equal" if tie else d["least_affected"].split("/", 1)[-1],
                              _interval(d["largest_gap"], d["largest_gap_ci"]),
                              format_value(d.get("ratio"), 2), f"{d['p_value']:.4f}",
                              "SIGNIFICANT" if d["significant"] else "not significant"])
@@ -65,7 +67,8 @@ def change_rows(runs: list[Run], base: Run | None = None) -> tuple[str, list[str
     """(title, header, rows, notes): each group's paired EMT change, then per domain the change of
     the largest EMT gap and whether the method widened or narrowed it."""
     base, changes, notes = group_changes(runs, base)
-    header = ["run", "domain", "group", "EMT change [95% CI]", "TP change [95% CI]", "prompts"]
+    header = ["run", "domain", "group", "EMT change [95% CI]", "TP change [95% CI]", "prompts",
+              "gap verdict"]
     rows = []
     for label, domains in changes.items():
         for domain, block in domains.items():
@@ -74,13 +77,13 @@ def change_rows(runs: list[Run], base: Run | None = None) -> tuple[str, list[str
                 rows.append([label, domain, g.split("/", 1)[-1],
                              _interval(emt["difference"], emt["ci"], sign=True) if emt else "-",
                              _interval(tp["difference"], tp["ci"], sign=True) if tp else "-",
-                             str(emt["n_prompts"]) if emt else "-"])
+                             str(emt["n_prompts"]) if emt else "-", ""])
             gap = block.get("gap")
             if gap:
-                rows.append([label, domain, "largest EMT gap",
+                rows.append([label, domain, "largest EMT gap (base -> run)",
                              f"{gap['base']:.3f} -> {gap['run']:.3f}: "
                              + _interval(gap["change"], gap["change_ci"], sign=True),
-                             gap["verdict"].upper(), str(gap["n_prompts"])])
+                             "-", str(gap["n_prompts"]), gap["verdict"].upper()])
     title = (f"Per-group change vs {base.label} (run - {base.label}, paired on the same prompts; "
              "the gap is the most minus the least affected group's EMT)")
     return title, header, rows, notes

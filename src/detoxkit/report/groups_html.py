@@ -36,7 +36,7 @@ def groups_html(runs: list[Run], base: Run | None = None) -> str:
             out += (f'<h3>{esc(title)}</h3><p class="caption">Each group\'s paired change (prompts '
                     'resampled jointly); the gap row says whether the method widened or narrowed the '
                     'largest EMT gap between groups (interval excluding 0), else "no clear change".</p>'
-                    + _table(header, rows, flag_col=4))
+                    + _table(header, rows, flag_col=len(header) - 1))
         out += "".join(f'<p class="caption">Note: {esc(n)}</p>' for n in notes)
     return out
 

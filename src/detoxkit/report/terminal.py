@@ -87,7 +87,7 @@ def print_disparities(metrics: dict) -> None:
 
     for domain, block in (metrics.get("group_disparity") or {}).items():
         d = block.get("expected_max_toxicity")
-        if d:
+        if d and d["most_affected"] is not None:
             lo, hi = d["largest_gap_ci"]
             print(f"{domain}: EMT gap {d['largest_gap']:.3f} [{lo:.3f}, {hi:.3f}] between "
                   f"{d['most_affected']} and {d['least_affected']}, permutation p = {d['p_value']:.4f}"
