@@ -254,6 +254,7 @@ def test_other_settings_or_a_changed_input_are_refused(tmp_path):
 
 # ---- summary and report -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_summary_breakdowns_agreement_and_report(tmp_path, capsys):
     path = write_jsonl(tmp_path / "c.jsonl", rtp_records(60))
     out = tmp_path / "scan"
