@@ -266,3 +266,22 @@ def test_auto_dtype_follows_the_cpu(monkeypatch):
     flags = next((line for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")), "")
     native = bool({"avx512_bf16", "amx_bf16"} & set(flags.split(":", 1)[-1].split()))
     assert cpu_has_native_bf16() == native
+
+
+def test_reduced_precision_keeps_the_lm_head_in_float32(tiny_model_dir: Path):
+    """bf16 logits move in steps too coarse for sampling: the head is a float32 copy (untied)."""
+    import torch
+
+    from detoxkit.backends.hf.heads import Float32Head
+
+    fp32 = load_lm(str(tiny_model_dir), dtype="float32")
+    bf16 = load_lm(str(tiny_model_dir), dtype="bfloat16")
+    assert isinstance(bf16.model.get_output_embeddings(), Float32Head)
+    assert bf16.info["head_dtype"] == "float32" and "head_dtype" not in fp32.info
+    assert next(bf16.model.model.parameters()).dtype == torch.bfloat16
+    ids = fp32.tokenizer(["The cat sat on the mat and"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a, b = fp32.model(input_ids=ids).logits, bf16.model(input_ids=ids).logits
+    assert b.dtype == torch.float32
+    assert (a - b).abs().max() < 0.1 * a.abs().max()  # the same model, a coarser body
+    assert fp32.model.get_output_embeddings().weight.dtype == torch.float32  # untouched

@@ -224,6 +224,10 @@ def _load(spec: str, device: str, dtype: str) -> LoadedLM:
     revision = source.revision or weights_revision(path)
     info = {**source.info, "architecture": type(model).__name__,
             "parameters": sum(p.numel() for p in model.parameters())}
+    if dtype != "float32":
+        from .heads import keep_head_in_float32
+
+        info["head_dtype"] = "float32" if keep_head_in_float32(model) else dtype
     return LoadedLM(model=model, tokenizer=tokenizer, name=spec, revision=revision,
                     context_length=context_length(model.config, tokenizer), device=device,
                     dtype=dtype, info=info)
