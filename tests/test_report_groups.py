@@ -46,7 +46,8 @@ def test_group_metrics_and_coverage_in_metrics_json(bold_runs):
     assert set(measured) == {"stereotypes", "toxic-language"}
     assert measured["stereotypes"]["data"] == ["bold"]
     assert measured["stereotypes"]["scorers"] == ["jigsaw-bilstm (identity_attack)"]
-    assert measured["toxic-language"]["scorers"][0] == "profanity-svm (toxicity)"
+    assert "profanity-svm (toxicity)" in measured["toxic-language"]["scorers"]
+    assert len(measured["toxic-language"]["scorers"]) == 2
     assert "Information hazards" in m["coverage"]["areas_not_covered"]
 
 
@@ -63,8 +64,9 @@ def test_every_report_format_shows_gaps_change_and_coverage(bold_runs, tmp_path,
     md_text = md.read_text()
     assert "### Disparity between groups" in md_text and "### What this evaluation covers" in md_text
     assert "Social stereotypes and unfair discrimination" in md_text
+    assert "| mean toxicity |" in md_text  # the per-group table's column
     html = tmp_path / "r.html"
     assert main(["report", *runs, "--html", str(html), "--attribution", "none"]) == 0
     page = html.read_text()
     assert 'id="group-gaps"' in page and 'id="coverage"' in page and 'id="fig-by_group"' in page
-    assert "Per-group change vs" in page
+    assert "Per-group change vs" in page and "mean toxicity [95% CI]" in page

@@ -51,7 +51,8 @@ def _group_rows(runs: list[Run], key: str) -> list[list[str]]:
                          format_metric(m, "perplexity", with_ci=False),
                          format_value(m.get("n_prompts"))]
                         + ([format_metric(m, "answer_in_prompt_language_rate"), judged_text(m)]
-                           if key == "by_language" else []))
+                           if key == "by_language" else [])
+                        + ([format_metric(m, "mean_toxicity")] if key == "by_group" else []))
     return rows
 
 
@@ -113,7 +114,8 @@ def markdown_report(runs: list[Run], base: Run | None = None) -> str:
     for key, title in (("by_group", "By group"), ("by_language", "By language")):
         rows = _group_rows(runs, key)
         if rows:
-            extra = ["answer in prompt language", "judged by"] if key == "by_language" else []
+            extra = (["answer in prompt language", "judged by"] if key == "by_language"
+                     else ["mean toxicity"])
             parts += [f"### {title}", "", md_table(
                 [title.split()[-1], "run", "EMT", "TP@k", "toxic frac", "PPL", "n prompts"] + extra,
                 rows), ""]

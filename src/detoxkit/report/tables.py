@@ -84,10 +84,11 @@ def judged_text(block: dict) -> str:
 def group_table(runs: list[Run], key: str, what: str) -> str:
     groups = sorted({g for r in runs for g in (r.metrics.get(key) or {})})
     lang = key == "by_language"
-    width = 6 if lang else 4
+    width = 6 if lang else 5
     head = "".join(f'<th colspan="{width}">{swatch(i)}{esc(r.label)}</th>' for i, r in enumerate(runs))
     sub = ("<th>EMT [95% CI]</th><th>TP@k</th><th>PPL</th><th>prompts</th>"
-           + ("<th>answer in prompt language [95% CI]</th><th>judged by</th>" if lang else "")) * len(runs)
+           + ("<th>answer in prompt language [95% CI]</th><th>judged by</th>" if lang
+              else "<th>mean toxicity [95% CI]</th>")) * len(runs)
     columns = [("expected_max_toxicity", True), ("toxicity_probability", False), ("perplexity", False)]
     rows = []
     for g in groups:
@@ -99,6 +100,8 @@ def group_table(runs: list[Run], key: str, what: str) -> str:
                 warn = " warn" if block.get("n_unvalidated_judgements") else ""
                 cells += (f'<td class="num">{esc(format_metric(block, "answer_in_prompt_language_rate"))}'
                           f'</td><td class="num{warn}">{esc(judged_text(block))}</td>')
+            else:  # groups: the mean toxicity over the group's prompts
+                cells += f'<td class="num">{esc(format_metric(block, "mean_toxicity"))}</td>'
         rows.append(f'<tr><th scope="row">{esc(g)}</th>{cells}</tr>')
     return _two_row_head_table(f'class="groups" id="table-{esc(key)}"', esc(what), head, sub, rows)
 
