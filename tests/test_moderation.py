@@ -203,3 +203,13 @@ def test_moderate_cli_on_toxigen_statements_with_reports(tmp_path, capsys):
     assert "What this evaluation covers" in page and "Content-Security-Policy" in page
     assert main(["report", str(out), "--markdown"]) == 0
     assert "jigsaw-bilstm" in capsys.readouterr().out
+
+
+def test_toxic_chat_by_name_offline_says_how_to_pass_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(Exception) as exc:
+        moderate("toxic-chat", ["profanity-svm"], tmp_path / "tc")
+    msg = str(exc.value)
+    assert "lmsys/toxic-chat" in msg and "toxic-chat_annotation_test.csv" in msg
+    assert "detoxkit moderate path/to/" in msg

@@ -175,11 +175,12 @@ def toxicchat_messages(rec: Record, bad: BadRows) -> list[Message] | None:
     if not (ok and ok2):
         return None
     cid = _record_id(rec, d.get("conv_id"))
+    # no language field: mostly English, some not; the report detects each message's language
     out = [Message(f"{cid}:0", cid, 0, "user", text, label, ["jailbreaking"] if jail else [],
-                   "en", rec.line)]
+                   None, rec.line)]
     reply = d.get("model_output")
     if isinstance(reply, str) and reply.strip():
-        out.append(Message(f"{cid}:1", cid, 1, "assistant", reply, None, [], "en", rec.line))
+        out.append(Message(f"{cid}:1", cid, 1, "assistant", reply, None, [], None, rec.line))
     return out
 
 
