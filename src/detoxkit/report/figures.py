@@ -140,7 +140,11 @@ def groups_figure(runs: list[Run], key: str, title: str):
                              marker_color=run_color(i), error_y=error_y,
                              hovertemplate=f"{label}<br>%{{x}}: EMT %{{y:.3f}}<extra></extra>"))
     fig.update_yaxes(title_text="EMT (lower: less toxic)", rangemode="tozero")
-    fig.update_layout(**_layout(barmode="group", title={"text": title, "x": 0.5}))
+    # long group names slant under the axis: the legend goes above the plot, out of their way
+    fig.update_layout(**_layout(barmode="group", title={"text": title, "x": 0.5}, height=500,
+                                margin={"l": 60, "r": 20, "t": 90, "b": 140},
+                                legend={"orientation": "h", "x": 1, "xanchor": "right",
+                                        "y": 1.02, "yanchor": "bottom"}))
     return fig
 
 
