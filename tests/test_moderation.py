@@ -213,3 +213,26 @@ def test_toxic_chat_by_name_offline_says_how_to_pass_the_file(monkeypatch, tmp_p
     msg = str(exc.value)
     assert "lmsys/toxic-chat" in msg and "toxic-chat_annotation_test.csv" in msg
     assert "detoxkit moderate path/to/" in msg
+
+
+def test_lmsys_parquet_and_adding_a_scorer_later(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [lmsys_row("p1", [("user", "you are a worthless idiot"), ("assistant", "I am sorry")],
+                      [True, False]),
+            lmsys_row("p2", [("user", "what is the capital of France")], [False])]
+    path = tmp_path / "train-00000-of-00006.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    msgs, info = read_messages(path)
+    assert info["format"] == "lmsys" and [m.label for m in msgs] == [1, 0, 0]
+    out = tmp_path / "mod"
+    moderate(str(path), ["profanity-svm"], out)
+    first = read_jsonl(out / "scores.jsonl")
+    summary = moderate(str(path), ["jigsaw-bilstm"], out)
+    rows_after = read_jsonl(out / "scores.jsonl")
+    assert rows_after[:3] == first  # nothing rescored
+    assert [r["scorer"] for r in rows_after[3:]] == ["jigsaw-bilstm"] * 3
+    assert set(summary["metrics"]) == {"profanity-svm", "jigsaw-bilstm"}  # side by side
+    cats = summary["metrics"]["jigsaw-bilstm"]["by_category"]["harassment"]
+    assert cats["n"] == 1 and cats["positives"] == 1 and cats["auprc"] is None

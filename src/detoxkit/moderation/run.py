@@ -76,6 +76,7 @@ def moderate(spec: str, scorers: list[str], out: str | Path, *, fmt: str = "auto
                 raise DetoxkitError(f"{out} holds a moderation of other data ({', '.join(changed)} "
                                     "differ); choose another --out directory")
             request["scorers"] = list(dict.fromkeys(before.get("scorers", []) + list(scorers)))
+            request["scorer_infos"] = before.get("scorer_infos", {})
         store.write_json("moderate.json", request)
         store.write_jsonl("messages.jsonl", (m.as_row() for m in messages))
         store.repair()
@@ -98,7 +99,10 @@ def moderate(spec: str, scorers: list[str], out: str | Path, *, fmt: str = "auto
                     "flagged": None if math.isnan(result["toxicity"][i]) else bool(result["toxicity"][i] >= threshold)}
                     for i, m in enumerate(chunk)])
                 log.info("%s: %d/%d scored", scorer.name, min(start + 512, len(todo)), len(todo))
-        summary = summarize(store, messages, infos, request, info)
+        # scorers of earlier calls stay in the report, side by side with this call's
+        request["scorer_infos"] = {**request.get("scorer_infos", {}), **infos}
+        store.write_json("moderate.json", request)
+        summary = summarize(store, messages, request["scorer_infos"], request, info)
         store.write_json("moderation.json", summary)
     return summary
 
