@@ -59,6 +59,8 @@ def test_every_report_format_shows_gaps_change_and_coverage(bold_runs, tmp_path,
     assert "Disparity between groups" in text and "Per-group change vs" in text
     assert "largest EMT gap" in text and "What this evaluation covers" in text
     assert any(v in text for v in ("WIDENED", "NARROWED", "NO CLEAR CHANGE"))
+    assert main(["compare", *runs, "--sort", "emt"]) == 0
+    assert "What this evaluation covers" in capsys.readouterr().out
     md = tmp_path / "r.md"
     assert main(["report", *runs, "--markdown", str(md)]) == 0
     md_text = md.read_text()

@@ -35,4 +35,9 @@ def run(args) -> int:
     for n in comparability_notices(runs):
         if n.level == "warning":
             print(f"WARNING: {n.message}")
+    from ..report.groups import coverage_text
+
+    for label, lines in coverage_text(runs):  # the risks these runs measured, and what they did not
+        print(f"\nWhat this evaluation covers ({label}):")
+        print("\n".join(f"{'- ' if args.markdown else '  '}{line}" for line in lines))
     return 0
