@@ -34,7 +34,9 @@ def print_entries(kind: str) -> int:
         "models": "Also: any Hugging Face causal LM hub id or local directory (safetensors weights); "
                   "BACKEND:MODEL for another backend (`detoxkit ls backends`).",
         "scorers": "Also: hf:<hub id or dir> and detoxify:<variant>; settings as NAME:key=value,...",
-        "prompts": "Also: a path to RTP-format JSONL, or generic .jsonl/.csv/.parquet with --text-field.",
+        "prompts": "Also: a path to RTP-format JSONL, a BOLD <domain>_prompt.json or ToxiGen "
+                   "{hate,neutral}_<group>_1k.txt file, or generic .jsonl/.csv/.parquet with "
+                   "--text-field (and --group-field).",
     }.get(kind)
     if footer:
         print(footer)
