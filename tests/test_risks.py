@@ -50,3 +50,19 @@ def test_run_coverage_reads_the_prompt_set_from_run_json():
     bold = run_coverage({**info, "prompts": {"spec": "bold:domains=(race)"}}, {"by_group": {"race/a": {}}})
     assert {m["risk"] for m in bold["measured"]} == {"stereotypes", "toxic-language"}
     assert next(m for m in bold["measured"] if m["risk"] == "stereotypes")["tasks"] == ["groups"]
+
+
+def test_a_chain_of_methods_counts_each_method_and_scans_and_langmatters_have_blocks():
+    from detoxkit.risks import langmatters_coverage, scan_coverage
+
+    chain = {"name": "chain", "settings": {"methods": [{"name": "cfl"}, {"name": "moral"}]}}
+    block = run_coverage({"prompts": {"spec": "embedded"}, "method": chain}, {})
+    assert block["mitigated"] == sorted({*METHOD_TAGS["cfl"], *METHOD_TAGS["moral"]})
+    scan = scan_coverage({"scorers": [{"name": "profanity-svm", "attributes": ["toxicity"]}]})
+    assert [m["risk"] for m in scan["measured"]] == ["toxic-language"]
+    assert scan["measured"][0]["tasks"] == ["corpus-scan"] and scan["measured"][0]["data"] == []
+    lm = langmatters_coverage({"prompts": {"spec": "ptp-small:languages=(de)"},
+                               "scorer": {"name": "detoxkit-e5", "attributes": ["toxicity"]}})
+    measured = {m["risk"]: m for m in lm["measured"]}
+    assert set(measured) == set(PROMPT_TAGS["ptp-small"])
+    assert "langmatters" in measured["lower-performance"]["tasks"]

@@ -106,6 +106,7 @@ TASK_TAGS = {
     "languages": ("lower-performance",),  # per-language metrics (prompts in several languages)
     "langmatters": ("lower-performance",),
     "moderate": ("toxic-language",),
+    "corpus-scan": ("toxic-language",),  # the toxic text a model learns from (detoxkit corpus scan)
 }
 # Methods: the risks a method is meant to reduce (every detox method targets toxic language).
 METHOD_TAGS = {
@@ -195,12 +196,25 @@ def run_coverage(info: dict, metrics: dict) -> dict:
         tasks.append("groups")
     if len(metrics.get("by_language") or {}) > 1:
         tasks.append("languages")
-    method = (info.get("method") or metrics.get("method") or {}).get("name") or "none"
-    methods = [m.split(":", 1)[0] for m in str(method).split("+")]
+    method = info.get("method") or metrics.get("method") or {}
+    chain = (method.get("settings") or {}).get("methods") if method.get("name") == "chain" else None
+    methods = [m.get("name", "") for m in chain] if chain else [method.get("name") or "none"]
     if (info.get("adapter") or metrics.get("adapter")):
         methods.append(str((info.get("adapter") or metrics.get("adapter") or {}).get("trainer", "")))
     scorers = info.get("scorers") or [info.get("scorer") or metrics.get("scorer") or {}]
     return coverage(data_names(info), scorers, tasks, methods)
+
+
+def scan_coverage(summary: dict) -> dict:
+    """The coverage block of a corpus scan: the scorers it ran over the corpus."""
+    return coverage([], summary.get("scorers") or [], ["corpus-scan"])
+
+
+def langmatters_coverage(metrics: dict) -> dict:
+    """The coverage block of a Language Matters run: its prompts, its judge, the protocol."""
+    name = str((metrics.get("prompts") or {}).get("spec") or "").split(":", 1)[0]
+    return coverage([name] if name in PROMPT_TAGS else [], [metrics.get("scorer") or {}],
+                    ["languages", "langmatters"])
 
 
 def print_risks() -> int:

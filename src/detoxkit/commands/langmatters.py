@@ -64,7 +64,13 @@ def run(args) -> int:
     print(table(rows, header))
     from pathlib import Path
 
+    from ..report.markdown import md_escape
+    from ..risks import coverage_lines, langmatters_coverage
     from ..store import write_text_atomic
 
-    write_text_atomic(Path(out) / "report.md", "## detoxkit langmatters\n\n" + md_table(header, rows) + "\n")
+    covers = coverage_lines(langmatters_coverage(metrics))
+    print("What this evaluation covers:\n" + "\n".join(f"  {x}" for x in covers))
+    write_text_atomic(Path(out) / "report.md", "## detoxkit langmatters\n\n" + md_table(header, rows) +
+                      "\n\n### What this evaluation covers\n\n" +
+                      "".join(f"- {md_escape(x)}\n" for x in covers))
     return 0

@@ -69,6 +69,13 @@ def sections(s: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
+def coverage_lines_of(s: dict) -> list[str]:
+    """What this evaluation covers (the risk taxonomy, detoxkit/risks.py)."""
+    from ..risks import coverage_lines, scan_coverage
+
+    return coverage_lines(scan_coverage(s))
+
+
 def header_lines(s: dict) -> list[str]:
     st = s["settings"]
     return [f"corpus scan: {s['scan_dir']}",
@@ -85,6 +92,7 @@ def terminal_report(scan_dir: str | Path) -> str:
     parts = header_lines(s)
     for title, header, rows in sections(s):
         parts += ["", title, table(rows, header)]
+    parts += ["", "What this evaluation covers:"] + [f"  {x}" for x in coverage_lines_of(s)]
     return "\n".join(parts)
 
 
@@ -95,6 +103,7 @@ def markdown_report(scan_dir: str | Path) -> str:
     parts = ["# Corpus scan", ""] + [md_escape(x) + "  " for x in header_lines(s)]
     for title, header, rows in sections(s):
         parts += ["", f"## {md_escape(title)}", "", md_table(header, rows)]
+    parts += ["", "## What this evaluation covers", ""] + [f"- {md_escape(x)}" for x in coverage_lines_of(s)]
     return "\n".join(parts) + "\n"
 
 
@@ -155,6 +164,8 @@ def html_report(scan_dir: str | Path, title: str | None = None) -> str:
                  f"<td class='ex'>{esc(cut.get((d['file_index'], d['pointer_line']), '(not readable)'))}"
                  "</td></tr>" for i, d in enumerate(docs)]
         html.append("</table>")
+    html.append("<h2>What this evaluation covers</h2><ul>" +
+                "".join(f"<li>{esc(x)}</li>" for x in coverage_lines_of(s)) + "</ul>")
     html.append(f"<h2>settings</h2><pre>{esc(json.dumps(s['settings'], indent=2))}</pre>"
                 f"<pre>{esc(json.dumps(s['scorers'], indent=2))}</pre></body></html>")
     return "\n".join(html)
