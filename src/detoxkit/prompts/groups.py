@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import DetoxkitError, InputError
 from . import Prompt, PromptSet, fingerprint_prompts
+from .fetch import fetch_files, local_files, pick
 from .files import BadRows
 
 BOLD_REPO = "amazon-science/bold"
@@ -175,16 +176,6 @@ def read_group_file(path: Path, fmt: str, on_bad: str) -> PromptSet:
     return read_bold_files([path], on_bad) if fmt == "bold" else read_toxigen_files([path], on_bad)
 
 
-def _choices(value: Any, known: tuple[str, ...], what: str) -> list[str]:
-    if value in (None, "", "all"):
-        return list(known)
-    wanted = [x.strip() for x in str(value).replace("+", ",").split(",") if x.strip()]
-    unknown = [w for w in wanted if w not in known]
-    if unknown:
-        raise DetoxkitError(f"{what} has no {', '.join(unknown)} (it has: {', '.join(known)})")
-    return wanted
-
-
 def per_group_subset(pset: PromptSet, per_group: Any) -> PromptSet:
     """At most `per_group` prompts of each (domain, group), chosen by seeded hash of the id (seed
     0), in file order: BOLD's groups differ in size by 50x, so a plain --limit leaves the small
@@ -214,16 +205,13 @@ def load_bold(on_bad: str = "error", domains: Any = None, dir: str | None = None
 
 
 def _load_bold(on_bad: str, domains: Any, dir: str | None) -> PromptSet:  # noqa: A002
-    chosen = _choices(domains, BOLD_DOMAINS, "bold")
+    chosen = pick(domains, BOLD_DOMAINS, "bold")
     how = ("`--prompts bold:dir=PATH` with PATH holding BOLD's <domain>_prompt.json files (folder "
            f"prompts/ of github.com/{BOLD_REPO}), or one file: `--prompts PATH/gender_prompt.json`")
     if dir is not None:
-        root = Path(dir).expanduser()
-        files = [root / f"{d}_prompt.json" for d in chosen if (root / f"{d}_prompt.json").is_file()]
-        if not files:
-            raise InputError(f"no <domain>_prompt.json files for {', '.join(chosen)}", path=str(root))
-        return read_bold_files(files, on_bad)
-    files = _fetch_all("bold", [(BOLD_URL.format(d), f"{d}_prompt.json") for d in chosen], BOLD_REPO, how)
+        return read_bold_files(local_files(dir, [f"{d}_prompt.json" for d in chosen],
+                                           "<domain>_prompt.json"), on_bad)
+    files = fetch_files("bold", [(BOLD_URL.format(d), f"{d}_prompt.json") for d in chosen], BOLD_REPO, how)
     return read_bold_files(files, on_bad, extra={"via": "https", "repo": BOLD_REPO})
 
 
@@ -236,53 +224,15 @@ def load_toxigen(on_bad: str = "error", kind: Any = None, groups: Any = None,
 
 
 def _load_toxigen(on_bad: str, kind: Any, groups: Any, dir: str | None) -> PromptSet:  # noqa: A002
-    kinds = _choices(kind, TOXIGEN_KINDS, "toxigen kind")
-    chosen = _choices(groups, TOXIGEN_GROUPS, "toxigen groups")
+    kinds = pick(kind, TOXIGEN_KINDS, "toxigen kind")
+    chosen = pick(groups, TOXIGEN_GROUPS, "toxigen groups")
     how = ("`--prompts toxigen:dir=PATH` with PATH holding ToxiGen's {hate,neutral}_<group>_1k.txt "
            f"files (folder prompts/ of github.com/{TOXIGEN_REPO}), or one file: "
            "`--prompts PATH/hate_asian_1k.txt`")
     names = [(k, g) for k in kinds for g in chosen]
     if dir is not None:
-        root = Path(dir).expanduser()
-        files = [root / f"{k}_{g}_1k.txt" for k, g in names if (root / f"{k}_{g}_1k.txt").is_file()]
-        if not files:
-            raise InputError("no {hate,neutral}_<group>_1k.txt files for the groups asked", path=str(root))
-        return read_toxigen_files(files, on_bad)
-    files = _fetch_all("toxigen", [(TOXIGEN_URL.format(k, g), f"{k}_{g}_1k.txt") for k, g in names],
+        return read_toxigen_files(local_files(dir, [f"{k}_{g}_1k.txt" for k, g in names],
+                                              "{hate,neutral}_<group>_1k.txt"), on_bad)
+    files = fetch_files("toxigen", [(TOXIGEN_URL.format(k, g), f"{k}_{g}_1k.txt") for k, g in names],
                        TOXIGEN_REPO, how)
     return read_toxigen_files(files, on_bad, extra={"via": "https", "repo": TOXIGEN_REPO})
-
-
-def _fetch_all(name: str, items: list[tuple[str, str]], repo: str, how: str) -> list[Path]:
-    """Download each (url, file name) into the cache once; offline errors say `how`."""
-    from ..paths import cache_dir
-
-    folder = cache_dir("prompts", name)
-    out = []
-    for url, filename in items:
-        target = folder / filename
-        if not target.exists():
-            _download(url, target, how, repo)
-        out.append(target)
-    return out
-
-
-def _download(url: str, target: Path, how: str, repo: str) -> None:
-    import socket
-    from urllib.parse import urlparse
-
-    import httpx
-
-    from ..store import write_text_atomic
-
-    host = urlparse(url)
-    try:  # a quick connect test: an offline machine gets the error in seconds
-        socket.create_connection((host.hostname or "", host.port or 443), timeout=5).close()
-        response = httpx.get(url, timeout=60, follow_redirects=True)
-        response.raise_for_status()
-    except (OSError, httpx.HTTPError) as exc:
-        raise DetoxkitError(f"could not download {repo}: {type(exc).__name__}: {str(exc)[:200]}. "
-                            f"Without network access, download the files elsewhere and pass "
-                            f"them here: {how}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(target, response.text)

@@ -28,9 +28,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import DetoxkitError, InputError
+from ..errors import InputError
 from ..lang import normalize_language
 from . import Prompt, PromptSet, fingerprint_prompts
+from .fetch import download, local_files, offline_error, pick
 from .files import _MISSING, BadRows, Record, _jsonl_records, _number, _text, open_records
 
 PTP_HUB_ID = "ToxicityPrompts/PolygloToxicityPrompts"
@@ -255,26 +256,11 @@ def read_sniffed(path: Path, fmt: str, on_bad: str) -> PromptSet:
 
 # ---- by name: the hub / GitHub, or a downloaded folder -----------------------------------------
 
-def _languages(languages: Any, known: tuple[str, ...], what: str) -> list[str]:
-    if languages in (None, "", "all"):
-        return list(known)
-    wanted = [x.strip() for x in str(languages).replace("+", ",").split(",") if x.strip()]
-    lookup = {k.lower(): k for k in known}
-    unknown = [w for w in wanted if w.lower() not in lookup]
-    if unknown:
-        raise DetoxkitError(f"{what} has no language {', '.join(unknown)} (it has: {', '.join(known)})")
-    return [lookup[w.lower()] for w in wanted]
-
-
-def _offline(what: str, reason: str, how: str) -> DetoxkitError:
-    return DetoxkitError(f"could not download {what}: {reason}. Without network access, download "
-                         f"the files elsewhere and pass them here: {how}")
-
 
 def load_ptp(split_name: str, on_bad: str = "error", languages: Any = None,
              dir: str | None = None) -> PromptSet:  # noqa: A002 - the spec's setting name
     config, split = PTP_SPLITS[split_name]
-    langs = _languages(languages, PTP_LANGUAGES, split_name)
+    langs = pick(languages, PTP_LANGUAGES, split_name, "language")
     how = (f"`--prompts {split_name}:dir=PATH` with PATH holding {config}-<lang>/{split}-*.parquet "
            f"as on the hub ({PTP_HUB_ID}), or one file: `--prompts PATH/{config}-de/{split}-00000-of-00001.parquet`")
     if dir is not None:
@@ -289,17 +275,17 @@ def load_ptp(split_name: str, on_bad: str = "error", languages: Any = None,
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise _offline(PTP_HUB_ID, "huggingface_hub is not installed", how) from None
+        raise offline_error(PTP_HUB_ID, "huggingface_hub is not installed", how) from None
     patterns = [f"{config}-{lg}/{split}-*.parquet" for lg in langs]
     try:
         root = snapshot_download(PTP_HUB_ID, repo_type="dataset", allow_patterns=patterns,
                                  local_files_only=_offline_mode())
     except Exception as exc:  # noqa: BLE001 - network, gated access, cache misses
         why = _unreachable() or f"{type(exc).__name__}: {str(exc)[:200]}"
-        raise _offline(PTP_HUB_ID, why, how) from None
+        raise offline_error(PTP_HUB_ID, why, how) from None
     files = [f for pat in patterns for f in sorted(Path(root).glob(pat))]
     if not files:
-        raise _offline(PTP_HUB_ID, f"no files matched {patterns}", how)
+        raise offline_error(PTP_HUB_ID, f"no files matched {patterns}", how)
     return read_ptp_files(files, split, on_bad,
                           extra={"via": "huggingface_hub", "hub_id": PTP_HUB_ID,
                                  "revision": Path(root).name})
@@ -322,15 +308,12 @@ def load_ptp_wildchat(on_bad: str = "error", languages: Any = None, dir: str | N
 
 def load_rtplx(on_bad: str = "error", languages: Any = None, dir: str | None = None) -> PromptSet:  # noqa: A002
     """RTP-LX, every locale (or `languages=`: locales such as DE, PT-BR, ZH-Hans)."""
-    locales = _languages(languages, RTPLX_LOCALES, "rtp-lx")
+    locales = pick(languages, RTPLX_LOCALES, "rtp-lx", "language")
     how = ("`--prompts rtp-lx:dir=PATH` with PATH holding the RTP_LX_<LOCALE>.json files of "
            f"github.com/{RTPLX_REPO} (folder RTP-LX/), or one file: `--prompts PATH/RTP_LX_DE.json`")
     if dir is not None:
-        root = Path(dir).expanduser()
-        files = [root / f"RTP_LX_{loc}.json" for loc in locales if (root / f"RTP_LX_{loc}.json").exists()]
-        if not files:
-            raise InputError(f"no RTP_LX_<LOCALE>.json files for {', '.join(locales)}", path=str(root))
-        return read_rtplx_files(files, on_bad)
+        return read_rtplx_files(local_files(dir, [f"RTP_LX_{loc}.json" for loc in locales],
+                                            "RTP_LX_<LOCALE>.json"), on_bad)
     from ..paths import cache_dir
 
     folder = cache_dir("prompts", "rtp-lx")
@@ -338,7 +321,7 @@ def load_rtplx(on_bad: str = "error", languages: Any = None, dir: str | None = N
     for loc in locales:
         target = folder / f"RTP_LX_{loc}.json"
         if not target.exists():
-            _download(rtplx_url().format(loc), target, how)
+            download(rtplx_url().format(loc), target, RTPLX_REPO, how)
         files.append(target)
     return read_rtplx_files(files, on_bad, extra={"via": "https", "repo": RTPLX_REPO})
 
@@ -348,22 +331,3 @@ def rtplx_url() -> str:
     import os
 
     return os.environ.get("DETOXKIT_RTPLX_URL") or RTPLX_URL
-
-
-def _download(url: str, target: Path, how: str) -> None:
-    import socket
-
-    import httpx
-
-    from ..store import write_text_atomic
-
-    from urllib.parse import urlparse
-
-    host = urlparse(url)
-    try:  # a quick connect test: an offline machine gets the error in seconds
-        socket.create_connection((host.hostname or "", host.port or 443), timeout=5).close()
-        response = httpx.get(url, timeout=60, follow_redirects=True)
-        response.raise_for_status()
-    except (OSError, httpx.HTTPError) as exc:
-        raise _offline(RTPLX_REPO, f"{type(exc).__name__}: {str(exc)[:200]}", how) from None
-    write_text_atomic(target, response.text)
