@@ -85,12 +85,7 @@ def run(args) -> int:
             print(f"{r.label}: " + "; ".join(x for x in (usage, f"{failed} failed samples" if failed
                                                           else None) if x))
     if len(runs) > 1:
-        title, header, rows, notes = paired_rows(runs, base)
-        if rows:
-            print(f"\n{title}")
-            print(table(rows, header))
-        for note in notes:
-            print(f"note: {note}")
+        print_titled(*paired_rows(runs, base))
     print_groups_and_coverage(runs, base)
     for n in comparability_notices(runs):
         if n.level == "warning":
@@ -110,16 +105,22 @@ def print_groups_and_coverage(runs, base) -> None:
               "permutation test of no difference)")
         print(table(rows, header))
     if len(runs) > 1:
-        title, header, rows, notes = change_rows(runs, base)
-        if rows:
-            print(f"\n{title}")
-            print(table(rows, header))
-        for note in notes:
-            print(f"note: {note}")
+        print_titled(*change_rows(runs, base))
     for label, lines in coverage_text(runs):
         print(f"\nWhat this evaluation covers ({label}):")
         for line in lines:
             print(f"  {line}")
+
+
+def print_titled(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> None:
+    """A titled table (when it has rows) and its notes."""
+    from ..report import table
+
+    if rows:
+        print(f"\n{title}")
+        print(table(rows, header))
+    for note in notes:
+        print(f"note: {note}")
 
 
 def baseline_of(runs, wanted: str | None):
