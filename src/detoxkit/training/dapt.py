@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import shutil
 import time
 import warnings
@@ -22,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..artefacts import output_path
 from ..errors import DetoxkitError
 from ..progress import Progress
 from .base import GeneratorConfig, Trainer, command_line, load_generator, set_threads, setting
-from .lm_adapter import METADATA_FILE, peak_memory_mb, save_lm_adapter, trainable_params
+from .lm_adapter import (METADATA_FILE, default_out, finished_output, peak_memory_mb, save_lm_adapter,
+                         trainable_params)
 from .lm_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .lm_data import TrainingText, corpus_nontoxic, pack_blocks, read_text_file, step_blocks
 
@@ -165,7 +164,7 @@ def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Pat
     record = {**config_record(config), "data_fingerprint": data.fingerprint,
               "base_revision": lm.revision}
     config_hash = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    if _finished(out, config_hash):
+    if finished_output(out, config_hash):
         log.info("%s already holds this %s model: nothing to do", out, recipe)
         return out
     total = config.total_steps()
@@ -224,17 +223,6 @@ def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Pat
     return out
 
 
-def _finished(out: Path, config_hash: str) -> bool:
-    path = out / METADATA_FILE
-    if not path.exists():
-        return False
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("config_hash") != config_hash:
-        raise DetoxkitError(f"{out} already holds a model trained with other settings or data "
-                            f"({meta.get('command')}): use another --out, or remove it to retrain")
-    return True
-
-
 def finished_settings(out: Path, config: LMTrainingConfig) -> bool:
     """Whether `out` holds a finished model of these settings (before any data is made: sgeat
     checks it before drawing samples). Other settings are an error."""
@@ -254,11 +242,6 @@ def _write_losses(out: Path, history: list[float]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "loss.jsonl").write_text("".join(json.dumps({"step": i + 1, "loss": round(v, 6)}) + "\n"
                                             for i, v in enumerate(history)), encoding="utf-8")
-
-
-def default_out(recipe: str, config: GeneratorConfig, out: str | None) -> Path:
-    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(config.model)).name)[-48:]
-    return output_path(key, out, f"adapters/{recipe}")
 
 
 def train_dapt(config: DAPTConfig) -> Path:

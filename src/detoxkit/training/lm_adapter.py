@@ -23,6 +23,29 @@ from typing import Any
 from ..errors import DetoxkitError
 
 METADATA_FILE = "detoxkit.json"
+
+
+def default_out(recipe: str, config: Any, out: str | None) -> Path:
+    """Where an LM recipe writes its model: `out`, else the cache's adapters/<recipe>/<model>."""
+    import re
+
+    from ..artefacts import output_path
+
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(config.model)).name)[-48:]
+    return output_path(key, out, f"adapters/{recipe}")
+
+
+def finished_output(out: Path, config_hash: str) -> bool:
+    """Whether `out` already holds the model of this config (a rerun has nothing to do); a model
+    of other settings or data there is an error."""
+    path = out / METADATA_FILE
+    if not path.exists():
+        return False
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("config_hash") != config_hash:
+        raise DetoxkitError(f"{out} already holds a model trained with other settings or data "
+                            f"({meta.get('command')}): use another --out, or remove it to retrain")
+    return True
 # The keys every LM-training recipe records (shared by dapt, sgeat and rlhf).
 METADATA_KEYS = ("recipe", "base_model", "base_revision", "data", "tokens_seen", "steps",
                  "final_loss", "wall_s", "peak_memory_mb", "trainable_params", "guided_by",

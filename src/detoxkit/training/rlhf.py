@@ -327,7 +327,7 @@ def train_rlhf(config: RLHFConfig) -> Path:
     import torch
 
     from ..scorers import load_scorer
-    from .dapt import _finished, default_out  # the LM recipes' one output layout and rerun check
+    from .lm_adapter import default_out, finished_output  # the LM recipes' output layout and rerun check
     from .lm_checkpoint import save_checkpoint
     from .ppo import KLController
     from .rlhf_prompts import training_prompts
@@ -339,7 +339,7 @@ def train_rlhf(config: RLHFConfig) -> Path:
     data = training_prompts(config.prompts, config.prompt_rows, config.seed, config.holdout)
     out = default_out(_recipe(config), config, config.out)
     digest = config_hash(config, data.fingerprint)
-    if _finished(out, digest):
+    if finished_output(out, digest):
         log.info("%s already holds this %s model: nothing to do", out, _recipe(config))
         return out
     scorer = load_scorer(config.scorer, device=config.device)

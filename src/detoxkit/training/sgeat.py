@@ -20,7 +20,8 @@ from pathlib import Path
 from ..errors import DetoxkitError
 from ..progress import Progress
 from .base import Trainer, load_generator, set_threads, setting
-from .dapt import LMTrainingConfig, default_out, finished_settings, report, train_lm
+from .dapt import LMTrainingConfig, finished_settings, report, train_lm
+from .lm_adapter import default_out
 from .lm_adapter import write_json_atomic
 from .lm_data import TrainingText
 
