@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import DetoxkitError, InputError
+from ..prompts.files import _MISSING, get_field
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
            ".csv": "csv", ".txt": "text"}
@@ -196,7 +197,8 @@ class Reader:
             if not isinstance(rec, dict):
                 self._fail(f"a JSON {type(rec).__name__}, not an object", n)
                 continue
-            text = _field(rec, tf)
+            text = get_field(rec, tf)  # a dotted path reaches nested objects (RTP's prompt.text)
+            text = None if text is _MISSING else text
             if not isinstance(text, str):
                 self._fail("missing" if text is None else f"must be a string, not {type(text).__name__}",
                            n, tf)
@@ -255,18 +257,6 @@ class Reader:
                     continue
                 yield Document(row, None, text, _meta(rec, self.text_field), rec)
             self.bytes_read = size * (g + 1) // n_groups
-
-
-def _field(rec: dict, name: str):
-    """rec[name], or a dotted path into nested objects (RTP's prompt.text)."""
-    if name in rec:
-        return rec[name]
-    value: Any = rec
-    for part in name.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
 
 
 def _meta(rec: dict, text_field: str) -> dict:
