@@ -21,16 +21,18 @@ def _error(value, ci) -> dict:
             "arrayminus": [max(0.0, value - ci[0])], "visible": True, "thickness": 1.5, "width": 4}
 
 
+def _errors(values: list, cis: list) -> dict:
+    """plotly's asymmetric error bars for several points (none where a point has no interval)."""
+    return {"type": "data", "symmetric": False, "thickness": 1.5, "width": 4,
+            "array": [max(0.0, ci[1] - v) if (ci and v is not None) else None for v, ci in zip(values, cis)],
+            "arrayminus": [max(0.0, v - ci[0]) if (ci and v is not None) else None
+                           for v, ci in zip(values, cis)]}
+
+
 def _bars(blocks: list[dict], key: str) -> tuple[list[float | None], dict]:
     """One bar height per metrics block and plotly's asymmetric error bars for them."""
-    ys, hi, lo = [], [], []
-    for b in blocks:
-        y, ci = as_float(metric_value(b, key)), metric_ci(b, key)
-        ys.append(y)
-        hi.append(max(0.0, ci[1] - y) if (ci and y is not None) else None)
-        lo.append(max(0.0, y - ci[0]) if (ci and y is not None) else None)
-    return ys, {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo,
-                "thickness": 1.5, "width": 4}
+    ys = [as_float(metric_value(b, key)) for b in blocks]
+    return ys, _errors(ys, [metric_ci(b, key) for b in blocks])
 
 
 def _layout(**kw) -> dict:
@@ -200,10 +202,3 @@ def curves_figure(runs: list[Run]):
         fig.update_yaxes(title_text=f"{short} (lower: less toxic)", rangemode="tozero", row=1, col=col)
     fig.update_layout(**_layout(height=500))
     return fig
-
-
-def _errors(values: list[float], cis: list) -> dict:
-    """plotly's asymmetric error bars for several points (0 where a point has no interval)."""
-    return {"type": "data", "symmetric": False, "thickness": 1.5, "width": 4, "visible": True,
-            "array": [max(0.0, ci[1] - v) if ci else 0.0 for v, ci in zip(values, cis)],
-            "arrayminus": [max(0.0, v - ci[0]) if ci else 0.0 for v, ci in zip(values, cis)]}
