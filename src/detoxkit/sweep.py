@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 
 INDEX = "sweep.json"
 BASE_CURVE = "base"
-# Fields that must agree across a sweep's runs for their points to lie on comparable curves.
-SHARED_FIELDS = ("model", "prompts", "text_field", "limit", "samples", "max_new_tokens", "top_p",
-                 "temperature", "top_k", "seed", "scorers", "oracle", "prompt_format",
-                 "instruction", "system_prompt")
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,9 @@ def plan(curves: list[str], include_base: bool = True) -> list[SweepPoint]:
 
 
 def _shared(cfg) -> dict:
-    return {k: getattr(cfg, k) for k in SHARED_FIELDS}
+    """What must agree across a sweep's runs for their points to lie on comparable curves: every
+    setting a run is hashed by (model, adapter, prompts, sampling, judge, oracle, ...) but its methods."""
+    return {k: v for k, v in cfg.hashed_fields().items() if k != "methods"}
 
 
 def _point_entry(p: SweepPoint) -> dict:
