@@ -210,3 +210,20 @@ def test_every_report_format_shows_languages_and_routing(multilingual_run, capsy
     for w in m["language_warnings"]:  # judged outside a validated language: said per language
         assert f"WARNING: {w['language']} prompts" in out
         assert f"{w['language']} prompts: {w['message']}" in md.replace("\\", "")
+
+
+def test_rtp_layout_rows_are_english_unless_they_say_otherwise(tmp_path):
+    """RTP-layout files (RealToxicityPrompts and the embedded set) are English: detection on
+    such short prompts labels slang as other languages; a row's `language` field still wins."""
+    from detoxkit.prompts.embedded import load_embedded
+    from detoxkit.prompts.files import read_prompt_file
+
+    rows = [{"id": "a", "prompt": {"text": "Im finna go buy yo", "toxicity": 0.1}},
+            {"id": "b", "prompt": {"text": "Das Wetter ist heute schön", "toxicity": 0.0},
+             "language": "de"}]
+    path = tmp_path / "rtp.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert detect(rows[0]["prompt"]["text"]).language != "en"  # what detection alone would say
+    langs = {p.id: p.meta["language"] for p in read_prompt_file(path).prompts}
+    assert langs == {"a": "en", "b": "de"}
+    assert {p.meta["language"] for p in load_embedded().prompts} == {"en"}

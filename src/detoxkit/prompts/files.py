@@ -24,6 +24,7 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
            ".parquet": "parquet", ".pq": "parquet"}
 ON_BAD = ("error", "skip")
 DEFAULT_TEXT_FIELD = "text"
+RTP_LANGUAGE = "en"  # the language of RTP-layout rows that name none (see _rtp_prompt)
 _MISSING = object()
 
 
@@ -259,6 +260,9 @@ def _rtp_prompt(rec: Record, bad: BadRows) -> Prompt | None:
                 "label", "language"):
         if d.get(key) is not None:
             meta[key] = d[key]
+    # RealToxicityPrompts is English web text, and detection on prompts this short mislabels
+    # many (slang read as Nigerian Pidgin); a row's own `language` field says otherwise
+    meta.setdefault("language", RTP_LANGUAGE)
     cont = d.get("continuation")
     if isinstance(cont, dict):
         meta["continuation"] = cont.get("text")
