@@ -18,6 +18,8 @@ from .errors import DetoxkitError
 
 log = logging.getLogger(__name__)
 
+IN_FLIGHT = 2  # batches queued per actor (Ray runs an actor's calls one at a time, in order)
+
 
 class BatchWorker:
     """One actor: the run's parts, loaded once."""
@@ -45,10 +47,11 @@ def run_on_ray(cfg, batches: list[list[Request]], done: set[tuple[str, int]]) ->
                             max_restarts=-1, max_task_retries=0)(BatchWorker)
     try:
         workers = [worker_cls.remote(cfg) for _ in range(cfg.workers)]
-        queue, pending, idle = list(batches), {}, list(workers)
+        # each actor holds IN_FLIGHT batches: it starts the next while the driver stores the last
+        queue, pending, idle = list(batches), {}, list(workers) * IN_FLIGHT
         while queue or pending:
             while queue and idle:
-                worker, batch = idle.pop(), queue.pop(0)
+                worker, batch = idle.pop(0), queue.pop(0)
                 skip = {(r.prompt_id, i) for r in batch for i in r.sample_indices} & done
                 pending[worker.draw.remote(batch, skip)] = (worker, batch)
             (ref,), _ = ray.wait(list(pending), num_returns=1)
