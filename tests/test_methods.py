@@ -12,9 +12,7 @@ from helpers import SAMPLE_PROMPTS, hf_generate, sample_tokens as sample
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
 from detoxkit.backends.llamacpp import llamacpp_logits_processor
-from detoxkit.backends.vllm import vllm_logits_processor
 from detoxkit.artefacts import artefact_name, save_table
-from detoxkit.tokens import TokenizerOnlyLM
 from detoxkit.methods.lora import TopLayers
 from detoxkit.methods.wordban import BanTable
 
@@ -366,20 +364,3 @@ def test_llamacpp_adapter_numpy_in_out(tiny_lm, words_file, tables, adapters):
     assert np.isfinite(chained(ids, scores)).all()
     with pytest.raises(DetoxkitError, match="does not support the llamacpp backend"):
         llamacpp_logits_processor(f"dexperts:path={adapters['experts']}", tok)
-
-
-def test_vllm_adapter_per_request(tiny_lm, words_file, adapters):
-    """Synthetic tensors only: vLLM is not installed here."""
-    path, single, multi = words_file
-    tok = tiny_lm.tokenizer
-    factory = vllm_logits_processor(f"wordban:words={path}", TokenizerOnlyLM(tok))
-    m_ids = tok(" " + multi, add_special_tokens=False)["input_ids"]
-    prompt = tok("I said", add_special_tokens=False)["input_ids"]
-    proc = factory()
-    logits = torch.zeros(len(tok))
-    out = proc(prompt, m_ids[:-1], logits)
-    assert out.shape == logits.shape and out[m_ids[-1]] == float("-inf") and torch.equal(logits, torch.zeros(len(tok)))
-    out2 = factory()(prompt + m_ids[:-1], logits)  # two-argument form: output ids only
-    assert out2[tok(" " + single, add_special_tokens=False)["input_ids"][0]] == float("-inf")
-    with pytest.raises(DetoxkitError, match="vllm"):
-        vllm_logits_processor(f"gedi:path={adapters['gedi']}", tok)

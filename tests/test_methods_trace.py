@@ -12,13 +12,13 @@ import torch
 
 from helpers import (SAMPLE_PROMPTS, corpus_from, hf_generate, sample_tokens as sample,
                       write_labelled_corpus, write_prompts_jsonl)
+from test_vllm import Params, Update
 from detoxkit.cli import main
 from detoxkit.errors import DetoxkitError
 from detoxkit.methods import build_method
 from detoxkit.backends.llamacpp import llamacpp_logits_processor
-from detoxkit.backends.vllm import vllm_logits_processor
+from detoxkit.backends.vllm_rows import DetoxRows, request_args
 from detoxkit.artefacts import artefact_name, save_table
-from detoxkit.tokens import TokenizerOnlyLM
 from detoxkit.methods.hmm import HMM
 from detoxkit.methods.trace import Trace, TraceTables, _TraceTransform
 from detoxkit.training.hmm import fit_em, random_hmm
@@ -304,11 +304,17 @@ def test_llamacpp_and_vllm_adapters(trained, tiny_lm):
     assert out.dtype == np.float32 and out.shape == scores.shape and np.isfinite(out).all()
     assert np.array_equal(scores, before) and not np.array_equal(out, scores)
     out2 = proc(np.array(prompt + [int(out.argmax())], dtype=np.intc), scores)  # next step
-    factory = vllm_logits_processor(spec(trained), TokenizerOnlyLM(tok))
-    v = factory()
-    logits = torch.from_numpy(before)
-    torch.testing.assert_close(v(prompt, [], logits), torch.from_numpy(out))
-    torch.testing.assert_close(v(prompt, [int(out.argmax())], logits), torch.from_numpy(out2))
+    params = Params(request_args([spec(trained)], 20))  # 20 = the horizon llama.cpp plans to
+    rows, output = DetoxRows(tok), []  # vLLM's batch: one request, its live output list
+    rows.update(Update(added=[(0, params, prompt, output)]))
+    logits = torch.from_numpy(before)[None]
+    torch.testing.assert_close(rows.apply(logits.clone())[0], torch.from_numpy(out))
+    output.append(int(out.argmax()))
+    torch.testing.assert_close(rows.apply(logits.clone())[0], torch.from_numpy(out2))
+    # a request vLLM recomputed comes back with its tokens so far: a fresh state absorbs them
+    again = DetoxRows(tok)
+    again.update(Update(added=[(0, params, prompt, list(output))]))
+    torch.testing.assert_close(again.apply(logits.clone())[0], torch.from_numpy(out2))
 
 
 def test_detoxkit_run_end_to_end(trained, tiny_model_dir, tmp_path):

@@ -133,6 +133,9 @@ BACKENDS.register("hf", "detoxkit.backends.hf:HFBackend",
 BACKENDS.register("openai", "detoxkit.backends.openai:OpenAIBackend",
                   "openai:NAME --base-url URL: any OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama, "
                   "hosted); plain sampling, raw or chat")
+BACKENDS.register("vllm", "detoxkit.backends.vllm:VLLMBackend",
+                  "vllm:PATH_OR_ID: vLLM's engine on a GPU; logits-only methods (wordban, vocab-shift, "
+                  "cfl, trace, gate) as its logits processor")
 
 # Training recipes for detoxkit's artefacts (`detoxkit train TARGET`; see training/).
 TRAINERS.register("banlist", "detoxkit.training.banlist:TRAINER",

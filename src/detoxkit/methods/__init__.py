@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import DetoxkitError
-from ..specs import Spec, construct, parse_spec
+from ..specs import Spec, construct, format_spec, parse_spec
 from .base import DetoxMethod, LogitsTransform
 
 
@@ -27,14 +27,16 @@ def build_method(specs: "list[str | Spec] | str | Spec | DetoxMethod") -> DetoxM
         if spec.arg is not None:
             raise DetoxkitError(f"method spec '{text}': expected key=value, got '{spec.arg}'")
         methods.append(construct("method", spec.name, METHODS.load(spec.name), spec.settings))
-    if len(methods) == 1:
-        return methods[0]
-    return Chain(methods)
+    method = methods[0] if len(methods) == 1 else Chain(methods)
+    # the specs that rebuild it, for a runtime that builds its own copy (vLLM's engine process)
+    method.specs = tuple(t if isinstance(t, str) else format_spec(t) for t in specs)
+    return method
 
 
 class _ChainTransform(LogitsTransform):
     def __init__(self, transforms):
         self.transforms = transforms
+        self.row_independent = all(t.row_independent for t in transforms)
 
     def __call__(self, input_ids, logits):
         self.top_p_override = None

@@ -41,6 +41,10 @@ class LogitsTransform(ABC):
     # the sampler must use for this step, per row (NaN: the run's top-p). DExperts' reference,
     # say, filters the base logits at 0.9 and samples its ensemble with p = 1.
     top_p_override: torch.Tensor | None = None
+    # True where a row's output depends only on that row's input_ids and logits and nothing is
+    # kept between calls: one instance then serves any rows in any order (the vLLM processor
+    # shares it across requests instead of binding one per request).
+    row_independent: bool = False
 
     @abstractmethod
     def __call__(self, input_ids: torch.LongTensor, logits: torch.FloatTensor) -> torch.FloatTensor:
@@ -68,6 +72,7 @@ class DetoxMethod(ABC):
     # gradient-based methods (PPLM, semantic control) step through the model's activations:
     # `--dtype auto` keeps their runs in float32, the precision their references ran in
     needs_float32: bool = False
+    specs: tuple[str, ...] = ()  # set by build_method: the specs that rebuild this method
 
     def __init__(self, **settings: Any):
         if settings:
@@ -100,6 +105,8 @@ class DetoxMethod(ABC):
 
 
 class _Identity(LogitsTransform):
+    row_independent = True
+
     def __call__(self, input_ids, logits):
         return logits
 

@@ -31,6 +31,8 @@ from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform
 
 
 class _AddBias(LogitsTransform):
+    row_independent = True
+
     def __init__(self, bias: torch.Tensor):
         self.bias = bias
         self._fitted: dict[tuple, torch.Tensor] = {}

@@ -92,6 +92,8 @@ class BanTable:
 
 
 class _WordBanTransform(LogitsTransform):
+    row_independent = True  # looks only at each row's own last tokens
+
     def __init__(self, table: BanTable):
         self.t = table
         self.lookback = (max(table.lengths) + 1) if table.lengths else 1

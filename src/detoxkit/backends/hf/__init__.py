@@ -37,13 +37,7 @@ class HFBackend(Backend):
         return self.lm.describe()
 
     def encode(self, text: str, messages: list[dict] | None = None) -> list[int]:
-        tok = self.lm.tokenizer
-        if messages is None:
-            return tok(text, add_special_tokens=True)["input_ids"]
-        if not getattr(tok, "chat_template", None):
-            raise DetoxkitError(f"model {self.lm.name} has no chat template: use --prompt-format raw")
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return encode_prompt(self.lm.tokenizer, text, messages, self.lm.name)
 
     def generate(self, requests: list[Request], sampling: SamplingConfig, method) -> list[Sample]:
         from .sampler import TransformersSampler
@@ -78,4 +72,16 @@ class HFBackend(Backend):
             torch.cuda.empty_cache()
 
 
-__all__ = ["HFBackend", "LoadedLM", "clear_cache", "load_lm", "resolve_device", "resolve_dtype"]
+def encode_prompt(tok, text: str, messages: list[dict] | None, model_name: str) -> list[int]:
+    """A prompt's ids under a transformers tokenizer: the text, or the conversation in the
+    tokenizer's chat template (shared by the backends that tokenize here)."""
+    if messages is None:
+        return tok(text, add_special_tokens=True)["input_ids"]
+    if not getattr(tok, "chat_template", None):
+        raise DetoxkitError(f"model {model_name} has no chat template: use --prompt-format raw")
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+
+__all__ = ["HFBackend", "LoadedLM", "clear_cache", "encode_prompt", "load_lm", "resolve_device",
+           "resolve_dtype"]
