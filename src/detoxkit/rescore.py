@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from .hygiene import judge_tags, shared_teachers
 from .progress import Progress
 from .metrics import compute_metrics
 from .scorers import load_scorer
@@ -55,9 +56,8 @@ def add_scores(run_dir: str, scorer_names: list[str], *, device: str = "cpu",
         if judge:
             prov["scorer"] = next(s for s in prov["scorers"] if s["name"] == names[0])
             judge_info = prov["scorer"]
-            overlap = set(prov.get("guided_by", [])) & (
-                {judge_info["name"]} | set(judge_info.get("guided_by", [])))
-            prov["judge_also_guided"] = sorted(overlap)
+            prov["judge_also_guided"] = shared_teachers(prov.get("guided_by", []),
+                                                        judge_tags(judge_info))
         store.write_jsonl("generations.jsonl", rows)
         store.write_json("run.json", prov)
         old = store.read_json("metrics.json") if store.exists("metrics.json") else {}

@@ -22,6 +22,7 @@ from pathlib import Path
 from .backends import Request
 from .config import RunConfig, diff_configs
 from .errors import DetoxkitError, InputError
+from .hygiene import judge_tags, shared_teachers
 from .lang import describe as lang_describe
 from .metrics import compute_metrics
 from .progress import Progress
@@ -161,7 +162,7 @@ class Evaluation:
         guided = self.method.guided_by()
         if self.adapter is not None:
             guided = sorted(set(guided) | set(self.adapter.guided_by))
-        overlap = sorted(set(guided) & ({judge["name"]} | set(judge.get("guided_by", []))))
+        overlap = shared_teachers(guided, judge_tags(judge))
         return {
             "config_hash": self.cfg.config_hash(),
             "config": self.cfg.hashed_fields(),

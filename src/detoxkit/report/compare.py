@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DetoxkitError
+from ..hygiene import judge_tags, shared_teachers
 from ..store import RunStore
 from .metric_defs import (SPLITS, format_metric, format_value, format_with_interval, metric_block,
                           metric_def, metric_value, resolve_metric)
@@ -51,8 +52,7 @@ def comparability_notices(runs: list[Run]) -> list[Notice]:
                               "compared method used."))
     for r in runs:  # a judge of any run that guided another run's method
         for s in runs:
-            related = {s.judge.get("name")} | set(s.judge.get("guided_by") or [])
-            for g in sorted(set(r.guided_by) & related - {None}):
+            for g in shared_teachers(r.guided_by, judge_tags(s.judge)):
                 if (r.label, g) in reported:
                     continue
                 reported.add((r.label, g))

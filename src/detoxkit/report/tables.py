@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+from ..hygiene import judge_tags, shared_teachers
 from .colors import SPLIT_STYLE, swatch
 from .compare import Notice
 from .escaping import esc
@@ -121,8 +122,7 @@ def scorers_table(runs: list[Run]) -> str:
             b = (r.metrics.get("by_scorer") or {}).get(s) or {}
             judge = " (judge)" if s == r.judge.get("name") else ""
             info = next((x for x in r.info.get("scorers") or [] if x.get("name") == s), {})
-            related = {s, *(info.get("guided_by") or [])}
-            teacher = bool(b) and bool(related & set(r.guided_by))
+            teacher = bool(b) and bool(shared_teachers(r.guided_by, judge_tags({**info, "name": s})))
             mark = " (guided this method)" if teacher else ""
             cls = "num warn" if teacher else "num"
             cells += (f'<td class="{cls}">{esc(format_metric(b, "expected_max_toxicity") + judge + mark)}</td>'
