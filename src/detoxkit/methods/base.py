@@ -86,6 +86,26 @@ class DetoxMethod(ABC):
         """Models, scorers or artefacts that steer this method (for evaluation hygiene)."""
         return []
 
+    _guided: list[str] | None = None  # what the method's trained artefact records (see below)
+
+    def _record_guided_by(self, meta: dict | None, fallback: list[str]) -> None:
+        """Keep the guided_by a loaded artefact's metadata records (`fallback` for the shipped
+        artefacts, which predate the record)."""
+        from ..hygiene import recorded_guided_by
+
+        self._guided = recorded_guided_by(meta, fallback)
+
+    def _artefact_guided_by(self, fallback: list[str], path=None, read_meta=None) -> list[str]:
+        """guided_by as the method's artefact records it: the artefact loaded last, else the one
+        an explicit path setting names (read_meta(path): its metadata), else `fallback`. An
+        artefact found by tokenizer in the cache is known only once bound: give it by path to
+        have a run's provenance record it. A missing path is reported by bind, not here."""
+        from pathlib import Path
+
+        if self._guided is None and path and Path(path).expanduser().exists():
+            self._record_guided_by(read_meta(path), fallback)
+        return list(fallback if self._guided is None else self._guided)
+
     def check_backend(self, backend: str) -> None:
         if backend not in self.backends:
             raise DetoxkitError(f"method '{self.name}' does not support the {backend} backend "

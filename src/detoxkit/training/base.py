@@ -45,6 +45,28 @@ class RecipeConfig:
                                     f"not {value!r}")
 
 
+def corpus_half_setting():
+    """The `--corpus-half` setting of every recipe that reads the corpus (detoxkit.corpus)."""
+    from ..corpus import HALVES
+
+    return setting(None, "train on one half of the corpus's training pool only, 'a' or 'b' "
+                         "(default: the whole pool); recorded in the artefact's guided_by, so "
+                         "that a judge trained on the other half counts as independent",
+                   choices=HALVES)
+
+
+def corpus_guided_by(half: str | None, *scorers) -> list[str]:
+    """The guided_by an artefact records: the corpus rows it learned from (`half` of the
+    training pool, or all of it) and the (spec, loaded scorer) pairs that also shaped it, each
+    by its spec and by what that scorer itself learned from."""
+    from ..corpus import corpus_tag
+
+    tags = {corpus_tag(half)}
+    for spec, scorer in scorers:
+        tags |= {spec, *scorer.guided_by}
+    return sorted(tags)
+
+
 @dataclass
 class GeneratorConfig(RecipeConfig):
     """A recipe built for one generator (its tokenizer, or its weights)."""
@@ -60,6 +82,7 @@ class ScorerRecipeConfig(RecipeConfig):
     seed: int = setting(0, "seed of the rows, the batches and the initialisation")
     threads: int = setting(2, "CPU threads")
     corpus: str | None = setting(None, "corpus CSV (default: detoxkit's, see `detoxkit corpus fetch`)")
+    corpus_half: str | None = corpus_half_setting()
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,13 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def settings_record(config: RecipeConfig, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config's settings, less `skip`, for fingerprints that decide whether to resume. An
+    unset corpus_half is left out, so records made before the setting existed still match."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.name not in skip and not (f.name == "corpus_half" and config.corpus_half is None)}
 
 
 def command_line(name: str, config: RecipeConfig, skip: tuple[str, ...] = ("out",)) -> str:

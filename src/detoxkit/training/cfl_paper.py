@@ -17,7 +17,7 @@ from pathlib import Path
 from ..artefacts import artefact_name, output_path, save_table
 from ..corpus import clean_text, training_rows
 from ..progress import Progress
-from .base import command_line, load_generator
+from .base import command_line, corpus_guided_by, load_generator
 
 from .token_tables import CFLConfig, _cfl_kind
 
@@ -330,7 +330,9 @@ def _fill_key(config: CFLConfig, generator: str) -> dict:
     """The settings the fills depend on (not the scorer: one fills file serves every scorer)."""
     return {"model": generator, "filler": config.filler, "fills": config.fills,
             "pool": config.pool, "window": config.window, "max_tokens": config.max_tokens,
-            "sentences": config.n_sentences, "seed": config.seed, "format": 1}
+            "sentences": config.n_sentences, "seed": config.seed, "format": 1,
+            # only when set: fills files made before the halves existed still resume
+            **({"corpus_half": config.corpus_half} if config.corpus_half else {})}
 
 
 def _read_checkpoint(path: Path, key: dict) -> dict[int, dict]:
@@ -431,7 +433,7 @@ def train_cfl_paper(config: CFLConfig) -> Path:
     t_start = time.time()
     lm = load_generator(config)
     tokenizer = lm.tokenizer
-    data = training_rows(config.n_sentences, config.seed, balance=True)
+    data = training_rows(config.n_sentences, config.seed, balance=True, half=config.corpus_half)
     sentences = _paper_sentences(tokenizer, data, config.max_tokens)
     records, fill_seconds = _fill_sentences(config, lm, sentences)
     originals, texts, owners = paper_counterfactuals(records)
@@ -449,6 +451,7 @@ def train_cfl_paper(config: CFLConfig) -> Path:
                      "effects": torch.tensor(effects, dtype=torch.float32),
                      "counts": torch.tensor(weights, dtype=torch.int32)},
                {"scorer": config.scorer, "scorer_version": judge.version, "estimator": "paper",
+                "guided_by": corpus_guided_by(config.corpus_half, (config.scorer, judge)),
                 "filler": lm.name if config.filler == "generator" else config.filler,
                 "fills": str(config.fills), "pool": str(config.pool), "window": str(config.window),
                 "sentences": str(len(data)), "masked_words": str(sum(len(r["fills"]) for r in records)),

@@ -23,7 +23,8 @@ from typing import Any
 
 from ..errors import DetoxkitError
 from ..progress import Progress
-from .base import GeneratorConfig, Trainer, command_line, load_generator, set_threads, setting
+from .base import (GeneratorConfig, Trainer, command_line, corpus_half_setting, load_generator,
+                   set_threads, setting, settings_record)
 from .lm_adapter import (METADATA_FILE, default_out, finished_output, peak_memory_mb, save_lm_adapter,
                          trainable_params)
 from .lm_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -80,6 +81,7 @@ class DAPTConfig(LMTrainingConfig):
                                      "training-pool rows")
     text_field: str = setting("text", ".jsonl: the field holding each text")
     rows: int = setting(0, "corpus rows (non-toxic) to read at most (0: all)")
+    corpus_half: str | None = corpus_half_setting()
     out: str | None = setting(None, "output directory (default: the cache, "
                                     "$DETOXKIT_HOME/adapters/dapt/<model key>)")
 
@@ -145,7 +147,7 @@ def make_optimizer(model, config: LMTrainingConfig, total: int):
 
 
 def config_record(config: LMTrainingConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_ONLY}
+    return settings_record(config, EXECUTION_ONLY)
 
 
 def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Path,
@@ -248,7 +250,7 @@ def train_dapt(config: DAPTConfig) -> Path:
     """DAPT: continue training the model on non-toxic text (the corpus's non-toxic training-pool
     rows, or --data FILE); a LoRA adapter (PEFT format) or, with --full, a model directory."""
     data = (read_text_file(config.data, config.text_field) if config.data
-            else corpus_nontoxic(config.rows or None, config.seed))
+            else corpus_nontoxic(config.rows or None, config.seed, config.corpus_half))
     return train_lm(config, data, "dapt", default_out("dapt", config, config.out))
 
 

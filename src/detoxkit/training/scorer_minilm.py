@@ -30,7 +30,7 @@ from ..artefacts import output_path
 from ..corpus import split_training_pool
 from ..errors import DetoxkitError
 from ..progress import Progress
-from .base import ScorerRecipeConfig, set_threads, setting
+from .base import ScorerRecipeConfig, corpus_guided_by, set_threads, setting, settings_record
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class MiniLMConfig(ScorerRecipeConfig):
     out: str | None = setting(None, "output directory (default: $DETOXKIT_HOME/trained/scorers/minilm)")
 
     def fingerprint(self) -> str:
-        keep = {k: v for k, v in asdict(self).items() if k not in RUN_ONLY}
+        keep = settings_record(self, RUN_ONLY)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -260,7 +260,7 @@ def _calibrate_and_save(model: ToxicityModel, cfg: MiniLMConfig, calib, test, hi
               "max_length_train": cfg.max_length, "calibration": {"a": a, "b": b},
               "rows": cfg.rows, "epochs": cfg.epochs, "seed": cfg.seed,
               "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "stop_after")},
-              "sha256_of_tensors": digest.hexdigest(),
+              "sha256_of_tensors": digest.hexdigest(), "guided_by": corpus_guided_by(cfg.corpus_half),
               "heldout": {k: v for k, v in report["calibrated"].items() if k != "reliability"}}
     weights = out_dir / WEIGHTS_NAME
     save_file(shipped, str(weights), metadata={"detoxkit": json.dumps(config)})
@@ -284,7 +284,7 @@ def train(cfg: MiniLMConfig) -> Path:
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     calib, test, train_rows = split_training_pool(cfg.calib_rows, cfg.test_rows, cfg.rows, cfg.seed,
-                                                  cfg.corpus)
+                                                  cfg.corpus, cfg.corpus_half)
     log.info("corpus split: %d train, %d calibration, %d held-out test rows (training pool only)",
              len(train_rows), len(calib), len(test))
     model = ToxicityModel(cfg)

@@ -23,7 +23,8 @@ from pathlib import Path
 from ..artefacts import artefact_name, output_path, save_table
 from ..corpus import clean_text, training_rows
 from ..progress import Progress
-from .base import GeneratorConfig, Trainer, command_line, load_generator, setting
+from .base import (GeneratorConfig, Trainer, command_line, corpus_guided_by, corpus_half_setting,
+                   load_generator, setting)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class VocabShiftConfig(GeneratorConfig):
     rows: int = setting(60000, "balanced corpus rows")
     c: float = setting(0.5, "inverse L2 strength of the regression")
     seed: int = setting(0, "seed of the row sample")
+    corpus_half: str | None = corpus_half_setting()
     out: str | None = setting(None, "output file (default: the cache, "
                                     "$DETOXKIT_HOME/methods/vocab_shift-<tokenizer>.safetensors)")
 
@@ -68,6 +70,7 @@ class CFLConfig(GeneratorConfig):
     shrink: float = setting(2.0, "substitute: shrinkage of rare tokens' effects: "
                                  "sum / (count + shrink)")
     seed: int = setting(0, "seed of the row sample (and of substitute's substitutes)")
+    corpus_half: str | None = corpus_half_setting()
     out: str | None = setting(None, "output file (default: the cache, $DETOXKIT_HOME/methods/"
                                     "cfl-<tokenizer>.safetensors; cfl-substitute-... for substitute)")
     export_json: str | None = setting(None, "also write the table as {token: effect} JSON "
@@ -115,7 +118,7 @@ def train_vocab_shift(config: VocabShiftConfig) -> Path:
 
     lm = load_generator(config)
     tokenizer = lm.tokenizer
-    data = training_rows(config.rows, config.seed, balance=True)
+    data = training_rows(config.rows, config.seed, balance=True, half=config.corpus_half)
     x = _token_matrix(tokenizer, [r.text for r in data])
     y = np.array([0 if r.is_offensive else 1 for r in data])
     clf = LogisticRegression(C=config.c, max_iter=500, solver="liblinear")
@@ -129,6 +132,7 @@ def train_vocab_shift(config: VocabShiftConfig) -> Path:
                      "values": torch.tensor(w[keep], dtype=torch.float16)},
                {"rows": str(len(data)), "c": str(config.c), "model": lm.name,
                 "created_by": "detoxkit train vocab-shift",
+                "guided_by": corpus_guided_by(config.corpus_half),
                 "train_accuracy": f"{clf.score(x, y):.4f}", "seconds": f"{time.time() - t0:.1f}"})
     log.info("vocab-shift: %d tokens -> %s", len(keep), out)
     return out
@@ -190,7 +194,7 @@ def _train_cfl_substitute(config: CFLConfig) -> Path:
     lm = load_generator(config)
     tokenizer = lm.tokenizer
     judge = load_scorer(config.scorer)
-    data = training_rows(config.n_sentences, config.seed, balance=True)
+    data = training_rows(config.n_sentences, config.seed, balance=True, half=config.corpus_half)
     originals, texts, owners = _counterfactuals(tokenizer, data, config)
     t0 = time.time()
     base = judge.score(originals)["toxicity"]
@@ -204,6 +208,7 @@ def _train_cfl_substitute(config: CFLConfig) -> Path:
                      "counts": torch.tensor(counts, dtype=torch.int32)},
                {"scorer": config.scorer, "scorer_version": judge.version, "estimator": "substitute",
                 "sentences": str(len(data)), "counterfactuals": str(len(texts)), "model": lm.name,
+                "guided_by": corpus_guided_by(config.corpus_half, (config.scorer, judge)),
                 "created_by": command_line("cfl", config), "seconds": f"{time.time() - t0:.1f}"})
     log.info("cfl: %d tokens from %d counterfactuals -> %s", len(ids), len(texts), out)
     return out

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artefacts import artefact_name, output_path, save_table, tokenizer_fingerprint
-from ..corpus import clean_text, training_rows
+from ..corpus import CORPUS_TAG, clean_text, corpus_tag, training_rows
 from ..errors import DetoxkitError
 from ..methods.trace import ATTRIBUTES
 from ..progress import Progress
-from .base import GeneratorConfig, Trainer, load_generator, setting
+from .base import GeneratorConfig, Trainer, corpus_half_setting, load_generator, setting
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,26 @@ class TraceClassifierConfig(GeneratorConfig):
     lr: float = setting(0.05, "Adam learning rate")
     max_tokens: int = setting(64, "tokens per row")
     seed: int = setting(0, "seed of the row order")
+    corpus_half: str | None = corpus_half_setting()
     out: str | None = setting(None, "output file (default: the cache, "
                                     "$DETOXKIT_HOME/methods/trace-<attribute>-<tokenizer>.safetensors)")
 
 
-def _balanced(attribute: str, rows: int, seed: int):
+def _balanced(attribute: str, rows: int, seed: int, half: str | None = None):
     label, _ = ATTRIBUTES[attribute]
-    data = training_rows(None, seed)
+    data = training_rows(None, seed, half=half)
     pos = [r for r in data if label(r)]
     neg = [r for r in data if not label(r)]
     n = min(len(pos), len(neg), rows // 2)
     if n == 0:
         raise DetoxkitError(f"trace-classifier: the corpus has no rows on one side of '{attribute}'")
     return pos[:n] + neg[:n], n
+
+
+def guided_by(attribute: str, half: str | None) -> list[str]:
+    """The attribute's tags, its corpus tag naming the half the rows came from."""
+    return [t.replace(CORPUS_TAG, corpus_tag(half), 1) if t.startswith(CORPUS_TAG) else t
+            for t in ATTRIBUTES[attribute][1]]
 
 
 def train(config: TraceClassifierConfig) -> Path:
@@ -60,7 +67,7 @@ def train(config: TraceClassifierConfig) -> Path:
     lm = load_generator(config)
     tokenizer = lm.tokenizer
     t0 = time.time()
-    data, n = _balanced(attribute, config.rows, config.seed)
+    data, n = _balanced(attribute, config.rows, config.seed, config.corpus_half)
     y = torch.tensor([1.0] * n + [0.0] * n, dtype=torch.float64)
     enc = tokenizer([" " + clean_text(r.text) for r in data], add_special_tokens=False, truncation=True,
                     max_length=config.max_tokens)["input_ids"]
@@ -97,7 +104,8 @@ def train(config: TraceClassifierConfig) -> Path:
     out = output_path(artefact_name(f"trace-{attribute}", tokenizer), config.out)
     save_table(out, {"ids": ids, "weights": w[keep].float(), "intercept": b.float()},
                {"created_by": f"detoxkit train trace-classifier --attribute {attribute}",
-                "attribute": attribute, "guided_by": ATTRIBUTES[attribute][1], "model": lm.name,
+                "attribute": attribute, "guided_by": guided_by(attribute, config.corpus_half),
+                "model": lm.name,
                 "tokenizer": tokenizer_fingerprint(tokenizer), "rows": str(2 * n),
                 "steps": str(config.steps), "l1": str(config.l1), "max_tokens": str(config.max_tokens),
                 "train_accuracy": f"{acc:.4f}", "seconds": f"{time.time() - t0:.1f}",
