@@ -209,3 +209,14 @@ def test_cfl_table_attribution(runs_dir, monkeypatch):
     assert "CFL token table of rtp-continuations" in page
     marks = re.findall(r"<mark [^>]*>([^<]*)</mark>", page)
     assert marks and {m.lower() for m in marks} == {"the"}  # effects under 0.05 are not shown
+
+
+def test_method_label_shows_a_wrapped_method_as_the_spec_grammar_nests_it():
+    from detoxkit.methods import build_method
+    from detoxkit.report import method_label
+
+    gate = build_method("gate:wrap=(wordban),threshold=0.3")
+    label = method_label({"method": gate.describe()})
+    assert label.startswith("gate:wrap=(wordban") and "threshold=0.3" in label
+    inner = label[len("gate:wrap=("):label.index(")")]
+    assert inner.split(":")[0] == "wordban"  # the wrapped method's own label, not dropped

@@ -157,7 +157,13 @@ def method_label(metrics: dict) -> str:
     settings = method.get("settings") or {}
     if name == "chain":
         return "+".join(method_label({"method": m}) for m in settings.get("methods", []))
-    flat = ",".join(f"{k}={v}" for k, v in settings.items() if not isinstance(v, (dict, list)))
+    parts = []
+    for k, v in settings.items():
+        if isinstance(v, dict) and "name" in v:  # a wrapped method (the gate's): in parentheses,
+            parts.append(f"{k}=({method_label({'method': v})})")  # as the spec grammar nests it
+        elif not isinstance(v, (dict, list)):
+            parts.append(f"{k}={v}")
+    flat = ",".join(parts)
     return f"{name}:{flat}" if flat else name
 
 
