@@ -197,3 +197,16 @@ def test_runs_warn_only_where_method_and_judge_share_a_half(trained, tiny_model_
     # re-judged by the half-b scorer (`detoxkit score RUN --judge`), the warning goes
     add_scores(str(tmp_path / "a-by-shipped"), [judge_b], judge=True)
     assert json.loads((tmp_path / "a-by-shipped" / "run.json").read_text())["judge_also_guided"] == []
+
+
+def test_a_table_found_in_the_cache_is_recorded_once_bound(trained, tiny_model_dir, tmp_path):
+    """Without a path the table is found by tokenizer when the method is bound, after the run
+    started: the finished run records the table's half, not the shipped tag."""
+    with corpus_from(trained["corpus"]):
+        assert main(["train", "vocab-shift", "--model", str(tiny_model_dir), "--rows", "300",
+                     "--corpus-half", "a"]) == 0  # into this test's cache
+    prompts = write_prompts_jsonl(tmp_path / "prompts.jsonl", ["The man said that"])
+    run = _run(tiny_model_dir, prompts, tmp_path / "cached", "vocab-shift",
+               f"detoxkit-minilm:weights={trained['judge']}")
+    assert run["guided_by"] == [HALF_A] and run["judge_also_guided"] == []
+    assert run["method"]["guided_by"] == [HALF_A]

@@ -156,13 +156,18 @@ class Evaluation:
 
         return messages_for(p.text, p.meta, self.cfg.instruction, self.cfg.system_prompt)
 
-    def _provenance(self) -> dict:
-        judge = self.scorers[0].info()
+    def _guidance(self, judge: dict) -> tuple[list[str], list[str]]:
+        """(guided_by, judge_also_guided): what steers the method and the trained model, and
+        which of it shares a teacher with the judge (detoxkit.hygiene)."""
         # what chose a trained adapter's data (filter scorer, reward, corpus labels) guides too
         guided = self.method.guided_by()
         if self.adapter is not None:
             guided = sorted(set(guided) | set(self.adapter.guided_by))
-        overlap = shared_teachers(guided, judge_tags(judge))
+        return guided, shared_teachers(guided, judge_tags(judge))
+
+    def _provenance(self) -> dict:
+        judge = self.scorers[0].info()
+        guided, overlap = self._guidance(judge)
         return {
             "config_hash": self.cfg.config_hash(),
             "config": self.cfg.hashed_fields(),
@@ -259,6 +264,12 @@ class Evaluation:
         prov["method"] = self.method.describe()
         prov["scorers"] = [s.info() for s in self.scorers]
         prov["scorer"] = prov["scorers"][0]
+        # an artefact found by tokenizer tells its own guided_by only once bound
+        guided, overlap = self._guidance(prov["scorer"])
+        if (guided, overlap) != (prov["guided_by"], prov["judge_also_guided"]):
+            log.info("the method's artefacts record guided_by %s (judge also guided: %s)",
+                     ", ".join(guided) or "-", ", ".join(overlap) or "none")
+        prov["guided_by"], prov["judge_also_guided"] = guided, overlap
         backend_stats = add_counts((old or {}).get("backend_stats") or {}, self.backend.run_stats())
         if backend_stats:  # summed over every session of the run (requests, tokens, time)
             prov["backend_stats"] = backend_stats
