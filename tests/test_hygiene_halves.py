@@ -210,3 +210,28 @@ def test_a_table_found_in_the_cache_is_recorded_once_bound(trained, tiny_model_d
                f"detoxkit-minilm:weights={trained['judge']}")
     assert run["guided_by"] == [HALF_A] and run["judge_also_guided"] == []
     assert run["method"]["guided_by"] == [HALF_A]
+
+
+def test_other_recipes_name_their_half(trained, monkeypatch, tmp_path):
+    """DAPT's data, RLHF's corpus prompts and TRACE's classifiers carry the half's tag; the HMM's
+    sample cache refuses to mix halves."""
+    import torch
+
+    from detoxkit.artefacts import save_table
+    from detoxkit.errors import DetoxkitError
+    from detoxkit.training.hmm import sample_sequences
+    from detoxkit.training.lm_data import corpus_nontoxic
+    from detoxkit.training.rlhf_prompts import corpus_prompts
+    from detoxkit.training.trace_classifier import guided_by
+
+    monkeypatch.setenv("DETOXKIT_CORPUS", str(trained["corpus"]))
+    assert corpus_nontoxic(None, 0, "b").guided_by == [HALF_B]
+    assert corpus_nontoxic(None, 0).guided_by == [WHOLE]
+    assert corpus_prompts(20, 0, half="a").guided_by == (f"{HALF_A} (text only)",)
+    assert guided_by("nontoxic", "a") == [HALF_A]
+    assert guided_by("nonpolitical", "b") == [f"{HALF_B} (text only)", "lexicon:detoxkit-politics"]
+    save_table(tmp_path / "samples-00000.safetensors", {"tokens": torch.zeros(2, 3, dtype=torch.int32)},
+               {"rows": "2"})  # a chunk from before the halves: whole-pool prefixes
+    with pytest.raises(DetoxkitError, match="another --workdir"):
+        sample_sequences(None, tmp_path, 4, half="a")
+    assert sample_sequences(None, tmp_path, 2) == 2  # the whole pool's run reuses it
