@@ -235,3 +235,10 @@ def test_other_recipes_name_their_half(trained, monkeypatch, tmp_path):
     with pytest.raises(DetoxkitError, match="another --workdir"):
         sample_sequences(None, tmp_path, 4, half="a")
     assert sample_sequences(None, tmp_path, 2) == 2  # the whole pool's run reuses it
+
+
+def test_corpus_info_counts_the_halves(synthetic_csv, monkeypatch, capsys):
+    monkeypatch.setenv("DETOXKIT_CORPUS", str(synthetic_csv))
+    assert main(["corpus", "info"]) == 0
+    a, b = len(_rows(synthetic_csv, "train-a")), len(_rows(synthetic_csv, "train-b"))
+    assert f"({a} in half a, {b} in half b" in capsys.readouterr().out

@@ -22,13 +22,16 @@ def fetch(args) -> int:
 
 
 def info(args) -> int:
-    from ..corpus import corpus_path, in_prompt_pool, iter_corpus
+    from ..corpus import corpus_path, in_prompt_pool, iter_corpus, training_half
 
-    n = offensive = pool = 0
+    n = offensive = pool = half_a = 0
     for row in iter_corpus():
         n += 1
         offensive += row.is_offensive
-        pool += in_prompt_pool(row.text)
+        reserved = in_prompt_pool(row.text)
+        pool += reserved
+        half_a += not reserved and training_half(row.text) == "a"
     print(f"{corpus_path()}: {n} rows, {offensive} offensive, {pool} in the prompt pool "
-          f"(reserved for prompt sets), {n - pool} for training")
+          f"(reserved for prompt sets), {n - pool} for training ({half_a} in half a, "
+          f"{n - pool - half_a} in half b: --corpus-half)")
     return 0
