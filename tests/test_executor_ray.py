@@ -3,6 +3,7 @@ killed mid-run loses and duplicates nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -49,11 +50,19 @@ def ray_workers() -> list[int]:
 
 
 def test_ray_run_equals_the_local_run(tiny_model_dir, tmp_path):
+    """The same samples, and the method's counters (which only the actors' copies of it
+    accumulate) added up over the actors to the local run's."""
     p = prompts(tmp_path, 6)
-    assert main(args(tiny_model_dir, p, tmp_path / "local")) == 0
-    assert main(args(tiny_model_dir, p, tmp_path / "ray", "--executor", "ray", "--workers", "2")) == 0
+    gate = ["--method", "gate:wrap=(wordban),threshold=0.3"]
+    assert main(args(tiny_model_dir, p, tmp_path / "local", *gate)) == 0
+    assert main(args(tiny_model_dir, p, tmp_path / "ray", *gate, "--executor", "ray",
+                     "--workers", "2")) == 0
     assert texts(tmp_path / "ray") == texts(tmp_path / "local")
     assert len(texts(tmp_path / "ray")) == 18
+    stats = [json.loads((tmp_path / d / "metrics.json").read_text())["method_stats"]
+             for d in ("local", "ray")]
+    assert stats[0]["samples"] == 18 and stats[0]["steps"] > 0
+    assert stats[1] == stats[0]
 
 
 def test_a_killed_worker_loses_and_duplicates_nothing(tiny_model_dir, tmp_path):

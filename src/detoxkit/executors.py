@@ -25,16 +25,24 @@ class BatchWorker:
     """One actor: the run's parts, loaded once."""
 
     def __init__(self, cfg):
+        import uuid
+
         from .pipeline import Components
 
         self.parts = Components.load(cfg)
+        self.incarnation = uuid.uuid4().hex  # a restarted actor starts its counters afresh
 
-    def draw(self, batch: list[Request], skip: set[tuple[str, int]]) -> list[dict]:
-        return self.parts.draw(batch, skip)
+    def draw(self, batch: list[Request], skip: set[tuple[str, int]]) -> tuple[list[dict], dict]:
+        """The batch's rows, and this actor's counters so far (the method's and the backend's
+        run_stats: the driver's own copies never generate)."""
+        rows = self.parts.draw(batch, skip)
+        return rows, {"incarnation": self.incarnation, "method": self.parts.method.run_stats(),
+                      "backend": self.parts.backend.run_stats()}
 
 
-def run_on_ray(cfg, batches: list[list[Request]], done: set[tuple[str, int]]) -> Iterator[list[dict]]:
-    """Rows of every batch, as the actors finish them."""
+def run_on_ray(cfg, batches: list[list[Request]],
+               done: set[tuple[str, int]]) -> Iterator[tuple[list[dict], dict]]:
+    """(rows, the actor's counters so far) of every batch, as the actors finish them."""
     check_requirements("ray executor", (("ray", "pip install ray"),))
     import ray
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
@@ -57,7 +65,7 @@ def run_on_ray(cfg, batches: list[list[Request]], done: set[tuple[str, int]]) ->
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             worker, batch = pending.pop(ref)
             try:
-                rows = ray.get(ref)
+                rows, counters = ray.get(ref)
             except RayTaskError as exc:  # the batch itself failed (bad input, a method's error)
                 cause = exc.as_instanceof_cause()
                 raise (cause if isinstance(cause, DetoxkitError) else
@@ -68,7 +76,7 @@ def run_on_ray(cfg, batches: list[list[Request]], done: set[tuple[str, int]]) ->
                 idle.append(worker)  # Ray restarts it (max_restarts=-1)
                 continue
             idle.append(worker)
-            yield rows
+            yield rows, counters
     finally:
         if started:
             ray.shutdown()

@@ -58,6 +58,7 @@ class Evaluation:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.store = RunStore(cfg.out or default_run_dir(cfg))
+        self._actor_counters: list[dict] | None = None  # Ray actors' counters (None: local)
 
     # ---- set-up --------------------------------------------------------------------------
     def _check_resume(self) -> dict | None:
@@ -270,13 +271,17 @@ class Evaluation:
             log.info("the method's artefacts record guided_by %s (judge also guided: %s)",
                      ", ".join(guided) or "-", ", ".join(overlap) or "none")
         prov["guided_by"], prov["judge_also_guided"] = guided, overlap
-        backend_stats = add_counts((old or {}).get("backend_stats") or {}, self.backend.run_stats())
+        actors = self._actor_counters  # under Ray the actors generated, not this process
+        session = (fold_counts([a["backend"] for a in actors]) if actors is not None
+                   else self.backend.run_stats())
+        backend_stats = add_counts((old or {}).get("backend_stats") or {}, session)
         if backend_stats:  # summed over every session of the run (requests, tokens, time)
             prov["backend_stats"] = backend_stats
         metrics = compute_metrics(store, prov, self.skipped)
         metrics["elapsed_s"] = round(elapsed, 2)
         # counters of this process's generate calls (a resumed run counts the resumed part)
-        metrics["method_stats"] = self.method.run_stats()
+        metrics["method_stats"] = (self.method.merge_run_stats([a["method"] for a in actors])
+                                   if actors is not None else self.method.run_stats())
         if backend_stats:
             metrics["backend_stats"] = backend_stats
         store.write_json("metrics.json", metrics)
@@ -330,9 +335,12 @@ class Evaluation:
         if self.cfg.executor == "ray":
             from .executors import run_on_ray
 
-            for rows in run_on_ray(self.cfg, queue, done):
+            latest: dict[str, dict] = {}  # each actor incarnation's counters, as last reported
+            for rows, counters in run_on_ray(self.cfg, queue, done):
                 self.store.append_generations(rows)
                 progress.update(len(rows))
+                latest[counters["incarnation"]] = counters
+            self._actor_counters = list(latest.values())
             return
         while queue:
             batch = queue.pop(0)
@@ -378,6 +386,14 @@ def with_language(meta: dict, text: str) -> dict:
     found = detect(text)
     return {**meta, "language": found.language, "language_source": "detected",
             "language_confidence": round(found.confidence, 4)}
+
+
+def fold_counts(parts: list[dict]) -> dict:
+    """Counters of several processes (sessions, Ray actors) added into one."""
+    out: dict = {}
+    for part in parts:
+        out = add_counts(out, part)
+    return out
 
 
 def add_counts(old: dict, new: dict) -> dict:

@@ -85,5 +85,10 @@ class Chain(DetoxMethod):
         stats = {f"{i}:{m.name}": m.run_stats() for i, m in enumerate(self.methods)}
         return {k: v for k, v in stats.items() if v}
 
+    def merge_run_stats(self, parts):
+        stats = {f"{i}:{m.name}": m.merge_run_stats([p.get(f"{i}:{m.name}") or {} for p in parts])
+                 for i, m in enumerate(self.methods)}
+        return {k: v for k, v in stats.items() if v}
+
 
 __all__ = ["Chain", "DetoxMethod", "LogitsTransform", "build_method"]

@@ -123,6 +123,13 @@ class DetoxMethod(ABC):
         opened), for metrics.json. Empty for methods that count nothing."""
         return {}
 
+    def merge_run_stats(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """run_stats() of several processes (Ray actors) as one: the counters added. A method
+        whose stats hold ratios recomputes them (the gate's open_rate)."""
+        from ..runner import fold_counts
+
+        return fold_counts([p for p in parts if p])
+
 
 class _Identity(LogitsTransform):
     row_independent = True

@@ -92,11 +92,23 @@ class Gate(DetoxMethod):
                        "first_open_step": {}, "open_by_step": {}, "classified": 0}
 
     def run_stats(self) -> dict[str, Any]:
-        s = dict(self._stats)
+        return self._finish_stats(dict(self._stats), self.inner.run_stats())
+
+    def merge_run_stats(self, parts):
+        parts = [p for p in parts if p]
+        if not parts:
+            return {}
+        counts = super().merge_run_stats([{k: v for k, v in p.items() if k not in ("open_rate", "inner")}
+                                          for p in parts])
+        return self._finish_stats(counts, self.inner.merge_run_stats([p.get("inner") or {}
+                                                                      for p in parts]))
+
+    @staticmethod
+    def _finish_stats(s: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any]:
+        """The counters with what is derived from them: the open rate, steps in order."""
         s["open_rate"] = round(s["open_steps"] / s["steps"], 6) if s["steps"] else None
-        s["first_open_step"] = dict(sorted(s["first_open_step"].items()))
-        s["open_by_step"] = dict(sorted(s["open_by_step"].items()))
-        inner = self.inner.run_stats()
+        s["first_open_step"] = dict(sorted(s["first_open_step"].items(), key=lambda kv: int(kv[0])))
+        s["open_by_step"] = dict(sorted(s["open_by_step"].items(), key=lambda kv: int(kv[0])))
         if inner:
             s["inner"] = inner
         return s
