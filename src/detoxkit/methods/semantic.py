@@ -114,6 +114,14 @@ def get_verifier(device: str = "cpu") -> Verifier:
     return _VERIFIERS[key]
 
 
+def token_effects(g: torch.Tensor, emb: torch.Tensor, n_pieces: torch.Tensor, U: torch.Tensor,
+                  w: torch.Tensor) -> torch.Tensor:
+    """Each generator token's first-order effect on the verifier logit at a text with sentence
+    embedding `emb` [B, 384] of `n_pieces` [B] WordPiece tokens and logit gradient `g` [B, 384]:
+    r[u] = (g·U[u] - (g·e) w[u]) / N, [B, V] (the mean pool's change when u's pieces join)."""
+    return (g @ U.T - (g * emb).sum(-1, keepdim=True) * w[None]) / n_pieces[:, None]
+
+
 # ---- the generator-token table (`detoxkit train semantic-control`: training/semantic_table.py) ----
 
 def load_semantic_table(tokenizer, explicit: str | None, model_name: str,
@@ -132,6 +140,8 @@ def load_semantic_table(tokenizer, explicit: str | None, model_name: str,
                             f"{len(tokenizer)}: wrong table for this model")
     meta = dict(meta)
     meta["path"] = str(path)
+    if "gain_fit" in meta:  # safetensors metadata holds strings
+        meta["gain_fit"] = json.loads(meta["gain_fit"])
     return tensors["U"].float(), tensors["w"].float(), meta
 
 
@@ -147,12 +157,13 @@ class SemanticControl(DetoxMethod):
 
     def __init__(self, strength: float = 1.0, threshold: float = 0.5, spread: float = 0.5,
                  horizon: int = 20, redraft: int = 0, draft_top_p: float = 1.0, seed: int = 0,
-                 table: str | None = None, gain: float = 1.0):
+                 table: str | None = None, gain: float | None = None):
         self.strength, self.threshold, self.spread = float(strength), float(threshold), float(spread)
         # The table encodes each token alone, which underestimates a word's effect in context
         # (by several times for offensive words); gain scales the per-token effects back up.
-        self.gain = float(gain)
-        if self.gain <= 0:
+        # None: the gain the table's recipe fitted (exact vs linear effects), 1 for older tables.
+        self.gain = None if gain is None else float(gain)
+        if self.gain is not None and self.gain <= 0:
             raise DetoxkitError("semantic-control: gain must be > 0")
         self.horizon, self.redraft, self.seed = int(horizon), int(redraft), int(seed)
         self.draft_top_p, self.table = float(draft_top_p), table
@@ -181,8 +192,17 @@ class SemanticControl(DetoxMethod):
     def describe(self):
         out = super().describe()
         if self._meta:
-            out["table"] = {k: self._meta.get(k) for k in ("path", "verifier_version", "model", "vocab")}
+            out["table"] = {k: self._meta.get(k) for k in ("path", "verifier_version", "model", "vocab",
+                                                           "gain_fit")}
+            out["gain_used"] = self.gain_used()
         return out
+
+    def gain_used(self) -> float:
+        """The gain the per-token effects are scaled by: the setting, else the table's fit."""
+        if self.gain is not None:
+            return self.gain
+        fit = self._meta.get("gain_fit")
+        return float(fit["gain"]) if fit else 1.0
 
     def run_stats(self):
         s = dict(self._stats)
@@ -205,6 +225,7 @@ class _SemanticTransform(LogitsTransform):
     def __init__(self, method: SemanticControl, lm, verifier: Verifier, U: torch.Tensor,
                  w: torch.Tensor):
         self.m, self.lm, self.verifier, self.U, self.w = method, lm, verifier, U, w
+        self.gain = method.gain_used()  # the table is loaded: its fitted gain is known
         self.eos = eos_ids(lm)
         self.pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else self.eos[0]
         self.z_tau = math.log(method.threshold / (1.0 - method.threshold))
@@ -312,9 +333,7 @@ class _SemanticTransform(LogitsTransform):
         emb, n_pieces = self.verifier.embed(texts)
         z, g = self.verifier.logit_and_grad(emb)  # [B], [B, 384]
 
-        # per-token effect on the logit: r[u] = (g·U[u] - (g·e) w[u]) / N
-        r = (g @ self.U.T - (g * emb).sum(-1, keepdim=True) * self.w[None]) / n_pieces[:, None]
-        r = r * self.m.gain
+        r = token_effects(g, emb, n_pieces, self.U, self.w) * self.gain
         # the draft's later positions under the local distribution (expected embedding)
         fut = slice(1, None)
         r_top = r.gather(1, top_ids[:, fut].reshape(B, -1)).view(top_ids[:, fut].shape)
