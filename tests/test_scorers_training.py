@@ -105,6 +105,32 @@ def test_checkpoint_of_other_settings_is_refused(corpus_slice, tmp_path):
         train(replace(cfg, lr=1e-3))
 
 
+@needs_corpus
+def test_bfloat16_training_steps_move_the_same_way_and_are_their_own_run(corpus_slice, tmp_path):
+    """--precision bfloat16 trains under autocast: the shipped weights stay float32 and close to
+    the float32 run's, and its checkpoint is not resumed by a float32 command."""
+    from dataclasses import replace
+
+    from detoxkit.errors import DetoxkitError
+    from detoxkit.training.scorer_minilm import train
+
+    cfg = small_config(corpus_slice)
+    train(replace(cfg, out=str(tmp_path / "fp32")))
+    train(replace(cfg, out=str(tmp_path / "bf16"), precision="bfloat16"))
+    a, b = (tensors(tmp_path / d / "detoxkit-minilm.safetensors") for d in ("fp32", "bf16"))
+    assert a.keys() == b.keys()
+    assert b["head.weight"].dtype == np.float32
+    moved_a = {k: a[k] for k in a if k.startswith("lora.") and k.endswith(".B")}
+    # lora B starts at 0: both runs moved it, in nearly the same direction
+    flat_a = np.concatenate([a[k].ravel().astype(np.float64) for k in sorted(moved_a)])
+    flat_b = np.concatenate([b[k].ravel().astype(np.float64) for k in sorted(moved_a)])
+    cos = flat_a @ flat_b / (np.linalg.norm(flat_a) * np.linalg.norm(flat_b))
+    assert np.linalg.norm(flat_b) > 0 and cos > 0.9
+    train(replace(cfg, out=str(tmp_path / "mixed"), precision="bfloat16", stop_after=1))
+    with pytest.raises(DetoxkitError, match="other settings"):
+        train(replace(cfg, out=str(tmp_path / "mixed")))
+
+
 def test_platt_fit_recovers_a_known_calibration():
     from detoxkit.stats import fit_platt
 

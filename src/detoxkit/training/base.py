@@ -115,10 +115,14 @@ def set_threads(threads: int | None) -> None:
 
 
 def settings_record(config: RecipeConfig, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A config's settings, less `skip`, for fingerprints that decide whether to resume. An
-    unset corpus_half is left out, so records made before the setting existed still match."""
+    """A config's settings, less `skip`, for fingerprints that decide whether to resume. A
+    setting added later and left unset (None) is left out, so records made before it existed
+    still match."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if f.name not in skip and not (f.name == "corpus_half" and config.corpus_half is None)}
+            if f.name not in skip and not (f.name in ADDED_LATER and getattr(config, f.name) is None)}
+
+
+ADDED_LATER = ("corpus_half", "precision")  # see settings_record
 
 
 def command_line(name: str, config: RecipeConfig, skip: tuple[str, ...] = ("out",)) -> str:

@@ -58,6 +58,10 @@ class MiniLMConfig(ScorerRecipeConfig):
     bucket: int = setting(64, "batches per length-sorted bucket")
     stop_after: int | None = setting(None, "stop (checkpointed) after this many steps; run again "
                                            "to continue")
+    precision: str | None = setting(None, "bfloat16: the training steps under CPU autocast "
+                                          "(weights, optimiser and the shipped file stay float32; "
+                                          "faster on CPUs with native bf16); default float32",
+                                    choices=("bfloat16",))
     out: str | None = setting(None, "output directory (default: $DETOXKIT_HOME/trained/scorers/minilm)")
 
     def fingerprint(self) -> str:
@@ -311,7 +315,10 @@ def train(cfg: MiniLMConfig) -> Path:
         labels = torch.tensor([float(train_rows[i][1]) for i in batch])
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step)
-        loss = loss_fn(model.logits([train_rows[i][0] for i in batch]), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16,
+                            enabled=cfg.precision == "bfloat16"):
+            logits = model.logits([train_rows[i][0] for i in batch])
+        loss = loss_fn(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
