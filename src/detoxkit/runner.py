@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .backends import Request
 from .config import RunConfig, diff_configs
+from .counters import add_counts, fold_counts
 from .errors import DetoxkitError, InputError
 from .hygiene import judge_tags, shared_teachers
 from .lang import describe as lang_describe
@@ -58,7 +59,6 @@ class Evaluation:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.store = RunStore(cfg.out or default_run_dir(cfg))
-        self._actor_counters: list[dict] | None = None  # Ray actors' counters (None: local)
 
     # ---- set-up --------------------------------------------------------------------------
     def _check_resume(self) -> dict | None:
@@ -256,7 +256,7 @@ class Evaluation:
             (p.id, i) for p in prompts for i in range(cfg.samples)}))
         t0 = time.monotonic()
         try:
-            self._generate_all(requests, done, {p.id: p for p in prompts}, progress, prov)
+            actors = self._generate_all(requests, done, {p.id: p for p in prompts}, progress, prov)
         finally:
             progress.close()
         elapsed = time.monotonic() - t0
@@ -271,7 +271,7 @@ class Evaluation:
             log.info("the method's artefacts record guided_by %s (judge also guided: %s)",
                      ", ".join(guided) or "-", ", ".join(overlap) or "none")
         prov["guided_by"], prov["judge_also_guided"] = guided, overlap
-        actors = self._actor_counters  # under Ray the actors generated, not this process
+        # under Ray the actors generated (`actors`: their counters), not this process
         session = (fold_counts([a["backend"] for a in actors]) if actors is not None
                    else self.backend.run_stats())
         backend_stats = add_counts((old or {}).get("backend_stats") or {}, session)
@@ -326,10 +326,12 @@ class Evaluation:
                 for p in prompts]
 
     def _generate_all(self, requests: list[Request], done: set[tuple[str, int]],
-                      by_id: dict[str, Prompt], progress: Progress, prov: dict) -> None:
+                      by_id: dict[str, Prompt], progress: Progress,
+                      prov: dict) -> list[dict] | None:
         """Draw every planned batch that holds a missing sample. A batch is generated whole,
         as the uninterrupted run drew it, and only its missing samples are stored (a backend
-        whose samples do not depend on their batch is asked for the missing ones only)."""
+        whose samples do not depend on their batch is asked for the missing ones only).
+        Returns the Ray actors' counters (each incarnation's last report), None locally."""
         rows_per_batch = prov["batch_rows"]
         queue = self._pending(plan_batches(requests, rows_per_batch), done)
         if self.cfg.executor == "ray":
@@ -340,8 +342,7 @@ class Evaluation:
                 self.store.append_generations(rows)
                 progress.update(len(rows))
                 latest[counters["incarnation"]] = counters
-            self._actor_counters = list(latest.values())
-            return
+            return list(latest.values())
         while queue:
             batch = queue.pop(0)
             try:
@@ -358,6 +359,7 @@ class Evaluation:
                 continue
             self.store.append_generations(rows)
             progress.update(len(rows))
+        return None
 
     def _pending(self, batches: list[list[Request]], done: set[tuple[str, int]]) -> list[list[Request]]:
         out = []
@@ -386,27 +388,6 @@ def with_language(meta: dict, text: str) -> dict:
     found = detect(text)
     return {**meta, "language": found.language, "language_source": "detected",
             "language_confidence": round(found.confidence, 4)}
-
-
-def fold_counts(parts: list[dict]) -> dict:
-    """Counters of several processes (sessions, Ray actors) added into one."""
-    out: dict = {}
-    for part in parts:
-        out = add_counts(out, part)
-    return out
-
-
-def add_counts(old: dict, new: dict) -> dict:
-    """Counters of two sessions added key by key (nested dicts too)."""
-    out = dict(old)
-    for k, v in new.items():
-        if isinstance(v, dict):
-            out[k] = add_counts(out.get(k) or {}, v)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = round(out.get(k, 0) + v, 2) if isinstance(v, float) else out.get(k, 0) + v
-        else:
-            out[k] = v
-    return out
 
 
 def plan_batches(requests: list[Request], rows_per_batch: int) -> list[list[Request]]:

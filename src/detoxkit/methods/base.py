@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..counters import fold_counts
 from ..errors import DetoxkitError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,8 +127,6 @@ class DetoxMethod(ABC):
     def merge_run_stats(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
         """run_stats() of several processes (Ray actors) as one: the counters added. A method
         whose stats hold ratios recomputes them (the gate's open_rate)."""
-        from ..runner import fold_counts
-
         return fold_counts([p for p in parts if p])
 
 

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -25,10 +26,15 @@ from ..errors import DetoxkitError
 METADATA_FILE = "detoxkit.json"
 
 
+# The keys every LM-training recipe records (shared by dapt, sgeat and rlhf).
+METADATA_KEYS = ("recipe", "base_model", "base_revision", "data", "tokens_seen", "steps",
+                 "final_loss", "wall_s", "peak_memory_mb", "trainable_params", "guided_by",
+                 "command")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
 def default_out(recipe: str, config: Any, out: str | None) -> Path:
     """Where an LM recipe writes its model: `out`, else the cache's adapters/<recipe>/<model>."""
-    import re
-
     from ..artefacts import output_path
 
     key = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(config.model)).name)[-48:]
@@ -46,11 +52,6 @@ def finished_output(out: Path, config_hash: str) -> bool:
         raise DetoxkitError(f"{out} already holds a model trained with other settings or data "
                             f"({meta.get('command')}): use another --out, or remove it to retrain")
     return True
-# The keys every LM-training recipe records (shared by dapt, sgeat and rlhf).
-METADATA_KEYS = ("recipe", "base_model", "base_revision", "data", "tokens_seen", "steps",
-                 "final_loss", "wall_s", "peak_memory_mb", "trainable_params", "guided_by",
-                 "command")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 # ---- writing ----------------------------------------------------------------------------
