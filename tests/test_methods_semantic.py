@@ -120,6 +120,37 @@ def test_strict_threshold_pushes_towards_low_scores(table, tiny_lm):
     assert out5.argmax() == out[0, :len(tok)].argmax() and out5.argmin() == out[0, :len(tok)].argmin()
 
 
+def test_exact_top_reencodes_the_likeliest_candidates(table, tiny_lm):
+    """The contextual estimate: at the last position (no later draft tokens, so no shift and
+    sigma = spread) each of the K likeliest candidates gets log Phi((logit(tau) - z) / spread),
+    z the verifier's exact logit of its text; every other token keeps the table's estimate."""
+    tok = tiny_lm.tokenizer
+    ids = tok(["The man said that"], return_tensors="pt")["input_ids"]
+    logits = torch.randn(1, tiny_lm.model.config.vocab_size, generator=torch.Generator().manual_seed(0))
+    K, spread = 6, 0.5
+    method = SemanticControl(table=str(table), horizon=1, exact_top=K, spread=spread, gain=1.0)
+    out = method.bind(tiny_lm)(ids, logits)
+    table_only = SemanticControl(table=str(table), horizon=1, spread=spread, gain=1.0).bind(tiny_lm)(ids, logits)
+    v = get_verifier()
+    cand = logits[0, :len(tok)].topk(K).indices
+    z = torch.stack([v.logit(v.embed([tok.decode([c], skip_special_tokens=True)])[0])[0] for c in cand.tolist()])
+    expected = torch.special.log_ndtr((0.0 - z) / spread)  # threshold 0.5: logit(tau) = 0
+    assert torch.allclose(out[0, cand] - logits[0, cand], expected, atol=1e-4)
+    others = torch.ones(logits.shape[1], dtype=torch.bool)
+    others[cand] = False
+    assert torch.allclose(out[0, others], table_only[0, others], atol=1e-5)
+    assert method.run_stats()["exact_texts"] == K
+    # exact_p: only the candidates inside the base nucleus are re-encoded (here the likeliest)
+    top1 = SemanticControl(table=str(table), horizon=1, exact_top=K, exact_p=1e-6, spread=spread, gain=1.0)
+    out1 = top1.bind(tiny_lm)(ids, logits)
+    assert top1.run_stats()["exact_texts"] == 1
+    assert torch.allclose(out1[0, cand[0]], out[0, cand[0]], atol=1e-5)
+    assert torch.allclose(out1[0, cand[1:]], table_only[0, cand[1:]], atol=1e-5)
+    for bad in ("exact_top=-1", "exact_p=0"):
+        with pytest.raises(DetoxkitError, match="exact_"):
+            build_method(f"semantic-control:{bad}")
+
+
 def test_neutral_strength_samples_like_plain_sampling(tiny_lm):
     # strength 0 binds the identity: no table or verifier needed
     assert sample(tiny_lm, build_method("semantic-control:strength=0")) == sample(tiny_lm)

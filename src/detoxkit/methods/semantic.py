@@ -29,6 +29,11 @@ How P is estimated, per row:
    and P(score < threshold | v) = Phi((logit(threshold) - mu(v)) / sqrt(var)).
 Because r is one [V] vector per row, every token of the vocabulary gets its estimate (no
 candidate cut-off is needed: the cost is one [B, 384] x [384, V] product per step).
+5. The contextual estimate (`exact_top=K`): the table is context-free, and it underestimates
+   an offensive word's effect several-fold (the encoder spreads one such word into every
+   token's output vector). So the K likeliest candidates are re-encoded exactly: mu(v) =
+   z(prefix + v + the draft's later tokens) + the same expected shift of the later positions
+   (an end-of-text candidate ends the text, with no shift). The others keep the table's mu.
 
 The LM's extra forwards (the drafts) run on the transformers model: backends {"hf"}.
 """
@@ -53,6 +58,7 @@ KIND = "semantic-table"
 FORMAT = "detoxkit-semantic-table/1"
 TRAIN_HINT = "detoxkit train semantic-control --model {model}"
 DRAFT_TOP = 256  # the local distribution keeps each position's 256 most likely tokens
+EMBED_BATCH = 64  # texts per verifier forward (length-sorted)
 
 
 # ---- the verifier --------------------------------------------------------------------------------
@@ -70,14 +76,23 @@ class Verifier:
         self.version = scorer.version
 
     def embed(self, texts: list[str], max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean-pooled sentence embeddings [B, 384], WordPiece counts incl. [CLS]/[SEP] [B])."""
+        """(mean-pooled sentence embeddings [B, 384], WordPiece counts incl. [CLS]/[SEP] [B]),
+        in length-sorted batches: one long text (a run of dots is a piece per dot) would
+        otherwise pad every text of its batch to the verifier's maximum length."""
         from ..scorers.minilm import mean_pool
 
-        enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
-                             max_length=max_length or self.scorer.max_length).to(self.device)
-        with torch.no_grad():
-            hidden = self.model(**enc).last_hidden_state
-        return mean_pool(hidden, enc["attention_mask"]).float(), enc["attention_mask"].sum(-1).float()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        emb = torch.empty(len(texts), self.model.config.hidden_size, device=self.device)
+        counts = torch.empty(len(texts), device=self.device)
+        for k in range(0, len(texts), EMBED_BATCH):
+            idx = order[k:k + EMBED_BATCH]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, return_tensors="pt",
+                                 max_length=max_length or self.scorer.max_length).to(self.device)
+            with torch.no_grad():
+                hidden = self.model(**enc).last_hidden_state
+            emb[idx] = mean_pool(hidden, enc["attention_mask"]).float()
+            counts[idx] = enc["attention_mask"].sum(-1).float()
+        return emb, counts
 
     def logit(self, emb: torch.Tensor) -> torch.Tensor:
         """Calibrated toxicity logit of sentence embeddings [B, 384] -> [B] (differentiable)."""
@@ -157,7 +172,8 @@ class SemanticControl(DetoxMethod):
 
     def __init__(self, strength: float = 1.0, threshold: float = 0.5, spread: float = 0.5,
                  horizon: int = 20, redraft: int = 0, draft_top_p: float = 1.0, seed: int = 0,
-                 table: str | None = None, gain: float | None = None):
+                 table: str | None = None, gain: float | None = None, exact_top: int = 0,
+                 exact_p: float = 1.0):
         self.strength, self.threshold, self.spread = float(strength), float(threshold), float(spread)
         # The table encodes each token alone, which underestimates a word's effect in context
         # (by several times for offensive words); gain scales the per-token effects back up.
@@ -167,6 +183,15 @@ class SemanticControl(DetoxMethod):
             raise DetoxkitError("semantic-control: gain must be > 0")
         self.horizon, self.redraft, self.seed = int(horizon), int(redraft), int(seed)
         self.draft_top_p, self.table = float(draft_top_p), table
+        # the contextual estimate: the K likeliest candidates are re-encoded by the verifier in
+        # their sentence instead of estimated from the context-free table
+        # (only those inside the base distribution's exact_p nucleus: the tail costs forwards
+        # and hardly moves the samples)
+        self.exact_top, self.exact_p = int(exact_top), float(exact_p)
+        if self.exact_top < 0:
+            raise DetoxkitError("semantic-control: exact_top must be >= 0")
+        if not 0.0 < self.exact_p <= 1.0:
+            raise DetoxkitError("semantic-control: exact_p must be in (0, 1]")
         if self.strength < 0:
             raise DetoxkitError("semantic-control: strength must be >= 0")
         if not 0.0 < self.threshold < 1.0:
@@ -178,12 +203,13 @@ class SemanticControl(DetoxMethod):
         if not 0.0 < self.draft_top_p <= 1.0:
             raise DetoxkitError("semantic-control: draft_top_p must be in (0, 1]")
         self._meta: dict[str, Any] = {}
-        self._stats = {"steps": 0, "drafts": 0, "draft_tokens": 0, "seconds": 0.0}
+        self._stats = {"steps": 0, "drafts": 0, "draft_tokens": 0, "exact_texts": 0, "seconds": 0.0}
 
     def settings(self):
         return {"strength": self.strength, "threshold": self.threshold, "spread": self.spread,
                 "horizon": self.horizon, "redraft": self.redraft, "draft_top_p": self.draft_top_p,
-                "seed": self.seed, "table": self.table, "gain": self.gain}
+                "seed": self.seed, "table": self.table, "gain": self.gain, "exact_top": self.exact_top,
+                "exact_p": self.exact_p}
 
     def guided_by(self):
         # the verifier is detoxkit-minilm, itself trained on the corpus
@@ -345,9 +371,39 @@ class _SemanticTransform(LogitsTransform):
         var = (var_j.clamp(min=0) * livef).sum(-1) + self.m.spread ** 2
         r_here = r.gather(1, draft[:, :1].clamp(max=r.shape[1] - 1))[:, 0] * live[:, 0].float()
         mu = z[:, None] + r - r_here[:, None] + shift[:, None]  # [B, V]
+        if self.m.exact_top:
+            mu = self._exact_candidates(logits, cont, cmask, draft, live, mu, shift)
         log_p = torch.special.log_ndtr((self.z_tau - mu) / var.clamp(min=1e-6).sqrt()[:, None])
 
         self.m._stats["steps"] += 1
         self.m._stats["seconds"] += time.perf_counter() - t0
         # ids beyond the tokenizer (padded embedding rows) stay as they are
         return logits + self.m.strength * fit_width(log_p, logits)
+
+    @torch.no_grad()
+    def _exact_candidates(self, logits, cont, cmask, draft, live, mu, shift) -> torch.Tensor:
+        """mu with its `exact_top` likeliest candidates' entries replaced by the verifier's exact
+        logit of their sample (prefix + candidate + the draft's remaining tokens) plus the same
+        expected shift of the later positions; an end-of-text candidate ends the sample there."""
+        B, V = mu.shape
+        probs = torch.softmax(logits[:, :V].float(), -1)
+        top_p, cand = probs.topk(min(self.m.exact_top, V), dim=-1)  # [B, K]
+        # a candidate counts when the likelier ones hold less than exact_p of the mass
+        wanted = (top_p.cumsum(-1) - top_p) < self.m.exact_p
+        eos = set(self.eos)
+        texts, ends, rows, cols = [], [], [], []
+        for r, c in wanted.nonzero().tolist():
+            v = int(cand[r, c])
+            prefix = cont[r][cmask[r]].tolist()
+            ends.append(v in eos)
+            texts.append(prefix if v in eos else prefix + [v] + draft[r, 1:][live[r, 1:]].tolist())
+            rows.append(r)
+            cols.append(v)
+        texts = self.lm.tokenizer.batch_decode(texts, skip_special_tokens=True)
+        z = self.verifier.logit(self.verifier.embed(texts)[0]).to(mu.device)
+        rows_t = torch.tensor(rows, device=mu.device)
+        ended = torch.tensor(ends, device=mu.device)
+        mu = mu.clone()
+        mu[rows_t, torch.tensor(cols, device=mu.device)] = z + torch.where(ended, 0.0, shift[rows_t])
+        self.m._stats["exact_texts"] += len(texts)
+        return mu
