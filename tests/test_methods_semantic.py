@@ -151,6 +151,23 @@ def test_exact_top_reencodes_the_likeliest_candidates(table, tiny_lm):
             build_method(f"semantic-control:{bad}")
 
 
+def test_bf16_verifier_estimates_like_float32(table, tiny_lm):
+    """verifier_dtype=bfloat16 runs the encoder in bf16 against the same (float32-built) table:
+    the per-token adjustments stay close to float32's."""
+    tok = tiny_lm.tokenizer
+    enc = tok(["The man said that", "I think"], return_tensors="pt", padding=True)
+    logits = torch.zeros(2, tiny_lm.model.config.vocab_size)
+    adjust = {}
+    for dtype in ("float32", "bfloat16"):
+        t = SemanticControl(table=str(table), threshold=0.05, exact_top=4, verifier_dtype=dtype).bind(tiny_lm)
+        t.attention_mask = enc["attention_mask"]
+        adjust[dtype] = t(enc["input_ids"], logits)[:, :len(tok)]
+    a, b = adjust["float32"].flatten(), adjust["bfloat16"].flatten()
+    assert torch.isfinite(b).all() and torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99
+    with pytest.raises(DetoxkitError, match="verifier_dtype"):
+        build_method("semantic-control:verifier_dtype=float16")
+
+
 def test_neutral_strength_samples_like_plain_sampling(tiny_lm):
     # strength 0 binds the identity: no table or verifier needed
     assert sample(tiny_lm, build_method("semantic-control:strength=0")) == sample(tiny_lm)

