@@ -146,7 +146,12 @@ def test_exact_top_reencodes_the_likeliest_candidates(table, tiny_lm):
     assert top1.run_stats()["exact_texts"] == 1
     assert torch.allclose(out1[0, cand[0]], out[0, cand[0]], atol=1e-5)
     assert torch.allclose(out1[0, cand[1:]], table_only[0, cand[1:]], atol=1e-5)
-    for bad in ("exact_top=-1", "exact_p=0"):
+    # exact_rest=cut: the re-encoded candidates are the support
+    cut = SemanticControl(table=str(table), horizon=1, exact_top=K, exact_rest="cut", spread=spread, gain=1.0)
+    out_cut = cut.bind(tiny_lm)(ids, logits)
+    assert torch.allclose(out_cut[0, cand], out[0, cand], atol=1e-5)
+    assert torch.isneginf(out_cut[0, others]).all()
+    for bad in ("exact_top=-1", "exact_p=0", "exact_rest=drop"):
         with pytest.raises(DetoxkitError, match="exact_"):
             build_method(f"semantic-control:{bad}")
 

@@ -174,7 +174,7 @@ class SemanticControl(DetoxMethod):
     def __init__(self, strength: float = 1.0, threshold: float = 0.5, spread: float = 0.5,
                  horizon: int = 20, redraft: int = 0, draft_top_p: float = 1.0, seed: int = 0,
                  table: str | None = None, gain: float | None = None, exact_top: int = 0,
-                 exact_p: float = 1.0, verifier_dtype: str = "float32"):
+                 exact_p: float = 1.0, exact_rest: str = "table", verifier_dtype: str = "float32"):
         self.strength, self.threshold, self.spread = float(strength), float(threshold), float(spread)
         # The table encodes each token alone, which underestimates a word's effect in context
         # (by several times for offensive words); gain scales the per-token effects back up.
@@ -193,6 +193,11 @@ class SemanticControl(DetoxMethod):
             raise DetoxkitError("semantic-control: exact_top must be >= 0")
         if not 0.0 < self.exact_p <= 1.0:
             raise DetoxkitError("semantic-control: exact_p must be in (0, 1]")
+        # the tokens not re-encoded: the table's (optimistic for offensive words) estimate, or
+        # cut, so that the candidates are the support (the base's top tokens, reweighted exactly)
+        if exact_rest not in ("table", "cut"):
+            raise DetoxkitError("semantic-control: exact_rest must be table or cut")
+        self.exact_rest = exact_rest
         # bfloat16: the verifier's encoder in bf16 (about 2x faster on CPUs with native bf16);
         # the logit's gradient w.r.t. the sentence embedding stays float32 either way
         if verifier_dtype not in ("float32", "bfloat16"):
@@ -215,7 +220,8 @@ class SemanticControl(DetoxMethod):
         return {"strength": self.strength, "threshold": self.threshold, "spread": self.spread,
                 "horizon": self.horizon, "redraft": self.redraft, "draft_top_p": self.draft_top_p,
                 "seed": self.seed, "table": self.table, "gain": self.gain, "exact_top": self.exact_top,
-                "exact_p": self.exact_p, "verifier_dtype": self.verifier_dtype}
+                "exact_p": self.exact_p, "exact_rest": self.exact_rest,
+                "verifier_dtype": self.verifier_dtype}
 
     def guided_by(self):
         # the verifier is detoxkit-minilm, itself trained on the corpus
@@ -377,9 +383,12 @@ class _SemanticTransform(LogitsTransform):
         var = (var_j.clamp(min=0) * livef).sum(-1) + self.m.spread ** 2
         r_here = r.gather(1, draft[:, :1].clamp(max=r.shape[1] - 1))[:, 0] * live[:, 0].float()
         mu = z[:, None] + r - r_here[:, None] + shift[:, None]  # [B, V]
+        chosen = None
         if self.m.exact_top:
-            mu = self._exact_candidates(logits, cont, cmask, draft, live, mu, shift)
+            mu, chosen = self._exact_candidates(logits, cont, cmask, draft, live, mu, shift)
         log_p = torch.special.log_ndtr((self.z_tau - mu) / var.clamp(min=1e-6).sqrt()[:, None])
+        if chosen is not None and self.m.exact_rest == "cut":
+            log_p = log_p.masked_fill(~chosen, float("-inf"))
 
         self.m._stats["steps"] += 1
         self.m._stats["seconds"] += time.perf_counter() - t0
@@ -387,10 +396,11 @@ class _SemanticTransform(LogitsTransform):
         return logits + self.m.strength * fit_width(log_p, logits)
 
     @torch.no_grad()
-    def _exact_candidates(self, logits, cont, cmask, draft, live, mu, shift) -> torch.Tensor:
-        """mu with its `exact_top` likeliest candidates' entries replaced by the verifier's exact
+    def _exact_candidates(self, logits, cont, cmask, draft, live, mu, shift) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu with its `exact_top` likeliest candidates' entries replaced by the verifier's exact
         logit of their sample (prefix + candidate + the draft's remaining tokens) plus the same
-        expected shift of the later positions; an end-of-text candidate ends the sample there."""
+        expected shift of the later positions, [B, V] bool: the re-encoded candidates); an
+        end-of-text candidate ends the sample there."""
         B, V = mu.shape
         probs = torch.softmax(logits[:, :V].float(), -1)
         top_p, cand = probs.topk(min(self.m.exact_top, V), dim=-1)  # [B, K]
@@ -409,7 +419,10 @@ class _SemanticTransform(LogitsTransform):
         z = self.verifier.logit(self.verifier.embed(texts)[0]).to(mu.device)
         rows_t = torch.tensor(rows, device=mu.device)
         ended = torch.tensor(ends, device=mu.device)
+        cols_t = torch.tensor(cols, device=mu.device)
         mu = mu.clone()
-        mu[rows_t, torch.tensor(cols, device=mu.device)] = z + torch.where(ended, 0.0, shift[rows_t])
+        mu[rows_t, cols_t] = z + torch.where(ended, 0.0, shift[rows_t])
+        chosen = torch.zeros_like(mu, dtype=torch.bool)
+        chosen[rows_t, cols_t] = True
         self.m._stats["exact_texts"] += len(texts)
-        return mu
+        return mu, chosen
