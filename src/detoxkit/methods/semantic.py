@@ -80,13 +80,12 @@ class Verifier:
         """(mean-pooled sentence embeddings [B, 384], WordPiece counts incl. [CLS]/[SEP] [B]),
         in length-sorted batches: one long text (a run of dots is a piece per dot) would
         otherwise pad every text of its batch to the verifier's maximum length."""
+        from ..scorers.base import length_sorted_batches
         from ..scorers.minilm import mean_pool
 
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         emb = torch.empty(len(texts), self.model.config.hidden_size, device=self.device)
         counts = torch.empty(len(texts), device=self.device)
-        for k in range(0, len(texts), EMBED_BATCH):
-            idx = order[k:k + EMBED_BATCH]
+        for idx in length_sorted_batches(texts, EMBED_BATCH):
             enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, return_tensors="pt",
                                  max_length=max_length or self.scorer.max_length).to(self.device)
             with torch.no_grad():
@@ -364,10 +363,9 @@ class _SemanticTransform(LogitsTransform):
         tok = self.lm.tokenizer
         cont = input_ids[:, self.start:]
         cmask = mask[:, self.start:].bool()
-        texts = []
-        for r in range(B):
-            seq = cont[r][cmask[r]].tolist() + draft[r][live[r]].tolist()
-            texts.append(tok.decode(seq, skip_special_tokens=True))
+        prefixes = [cont[r][cmask[r]].tolist() for r in range(B)]  # the continuation so far
+        texts = [tok.decode(prefixes[r] + draft[r][live[r]].tolist(), skip_special_tokens=True)
+                 for r in range(B)]
         emb, n_pieces = self.verifier.embed(texts)
         z, g = self.verifier.logit_and_grad(emb)  # [B], [B, 384]
 
@@ -385,7 +383,7 @@ class _SemanticTransform(LogitsTransform):
         mu = z[:, None] + r - r_here[:, None] + shift[:, None]  # [B, V]
         chosen = None
         if self.m.exact_top:
-            mu, chosen = self._exact_candidates(logits, cont, cmask, draft, live, mu, shift)
+            mu, chosen = self._exact_candidates(logits, prefixes, draft, live, mu, shift)
         log_p = torch.special.log_ndtr((self.z_tau - mu) / var.clamp(min=1e-6).sqrt()[:, None])
         if chosen is not None and self.m.exact_rest == "cut":
             log_p = log_p.masked_fill(~chosen, float("-inf"))
@@ -396,23 +394,23 @@ class _SemanticTransform(LogitsTransform):
         return logits + self.m.strength * fit_width(log_p, logits)
 
     @torch.no_grad()
-    def _exact_candidates(self, logits, cont, cmask, draft, live, mu, shift) -> tuple[torch.Tensor, torch.Tensor]:
+    def _exact_candidates(self, logits, prefixes, draft, live, mu, shift) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu with its `exact_top` likeliest candidates' entries replaced by the verifier's exact
         logit of their sample (prefix + candidate + the draft's remaining tokens) plus the same
         expected shift of the later positions, [B, V] bool: the re-encoded candidates); an
-        end-of-text candidate ends the sample there."""
+        end-of-text candidate ends the sample there. `mu` is updated in place."""
         B, V = mu.shape
         probs = torch.softmax(logits[:, :V].float(), -1)
         top_p, cand = probs.topk(min(self.m.exact_top, V), dim=-1)  # [B, K]
         # a candidate counts when the likelier ones hold less than exact_p of the mass
         wanted = (top_p.cumsum(-1) - top_p) < self.m.exact_p
         eos = set(self.eos)
+        rests = [draft[r, 1:][live[r, 1:]].tolist() for r in range(B)]  # the draft after position i
         texts, ends, rows, cols = [], [], [], []
         for r, c in wanted.nonzero().tolist():
             v = int(cand[r, c])
-            prefix = cont[r][cmask[r]].tolist()
             ends.append(v in eos)
-            texts.append(prefix if v in eos else prefix + [v] + draft[r, 1:][live[r, 1:]].tolist())
+            texts.append(prefixes[r] if v in eos else prefixes[r] + [v] + rests[r])
             rows.append(r)
             cols.append(v)
         texts = self.lm.tokenizer.batch_decode(texts, skip_special_tokens=True)
@@ -420,7 +418,6 @@ class _SemanticTransform(LogitsTransform):
         rows_t = torch.tensor(rows, device=mu.device)
         ended = torch.tensor(ends, device=mu.device)
         cols_t = torch.tensor(cols, device=mu.device)
-        mu = mu.clone()
         mu[rows_t, cols_t] = z + torch.where(ended, 0.0, shift[rows_t])
         chosen = torch.zeros_like(mu, dtype=torch.bool)
         chosen[rows_t, cols_t] = True

@@ -18,6 +18,13 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def length_sorted_batches(texts: Sequence[str], size: int) -> list[list[int]]:
+    """Indices of `texts` sorted by length, in batches of `size`: a batch of similar lengths
+    pads little (one long text would pad a whole mixed batch to its length)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[k:k + size] for k in range(0, len(order), size)]
+
+
 class Scorer(ABC):
     name: str = ""  # registry name
     version: str = ""  # bump when scores change; recorded with every score
@@ -41,9 +48,7 @@ class Scorer(ABC):
         """Scores for every text, in input order. progress: optional callable(n_done)."""
         texts = list(texts)
         out = {a: np.full(len(texts), np.nan, dtype=np.float64) for a in self.attributes}
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for idx in length_sorted_batches(texts, self.batch_size):
             for i, scores in zip(idx, self._safe_batch([texts[i] for i in idx])):
                 for attr, value in scores.items():
                     out[attr][i] = value

@@ -33,7 +33,7 @@ import numpy as np
 from ..artefacts import file_sha256
 from ..errors import DetoxkitError
 from ..paths import package_data
-from .base import Scorer
+from .base import Scorer, length_sorted_batches
 from .minilm import encoder_version, load_encoder, mean_pool
 
 DIRECTION_NAME = "moral_direction.safetensors"
@@ -108,10 +108,8 @@ class SentenceEncoder:
 
         texts = list(texts)
         out = torch.empty(len(texts), self.model.config.hidden_size)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+            for idx in length_sorted_batches(texts, self.batch_size):
                 enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="pt").to(self.device)
                 pooled = mean_pool(self.model(**enc).last_hidden_state, enc["attention_mask"])

@@ -40,15 +40,14 @@ def mean_hidden(lm, texts: list[str], *, max_len: int = 64, batch: int = 32):
     """[N, H] mean of the generator's last hidden states per text (length-sorted batches)."""
     import torch
 
+    from ..scorers.base import length_sorted_batches
     from ..tokens import position_ids
 
     tok, base = lm.tokenizer, lm.model.base_model
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.zeros(len(texts), lm.model.get_input_embeddings().weight.shape[1])
     bar = Progress(len(texts), "pplm-head features", unit="rows")
     with torch.no_grad():
-        for start in range(0, len(order), batch):
-            idx = order[start:start + batch]
+        for idx in length_sorted_batches(texts, batch):
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                       max_length=max_len).to(lm.model.device)
             mask = enc["attention_mask"]

@@ -30,6 +30,7 @@ from ..artefacts import output_path
 from ..corpus import split_training_pool
 from ..errors import DetoxkitError
 from ..progress import Progress
+from ..scorers.base import length_sorted_batches
 from .base import ScorerRecipeConfig, corpus_guided_by, set_threads, setting, settings_record
 
 log = logging.getLogger(__name__)
@@ -156,11 +157,9 @@ class ToxicityModel:
         import torch
 
         self.train(False)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty(len(texts))
         with torch.inference_mode():
-            for s in range(0, len(order), batch_size):
-                idx = order[s:s + batch_size]
+            for idx in length_sorted_batches(texts, batch_size):
                 out[idx] = self.logits([texts[i] for i in idx]).double().numpy()
         return out
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import DetoxkitError
 from ..artefacts import artefact_name, output_path, save_table, tokenizer_fingerprint
 from ..progress import Progress
+from ..scorers.base import length_sorted_batches
 from .base import (GeneratorConfig, Trainer, corpus_guided_by, corpus_half_setting, load_generator,
                    set_threads, setting)
 
@@ -58,13 +59,11 @@ def train(config: SemanticTableConfig) -> Path:
     tokenizer, model_name = lm.tokenizer, str(lm.name)
     verifier = get_verifier(config.device)
     texts = token_texts(tokenizer)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     U = torch.zeros(len(texts), 384, dtype=torch.float32)
     w = torch.zeros(len(texts), dtype=torch.float32)
     t0 = time.time()
-    bar = Progress(len(order), "semantic-control table", unit="tokens")
-    for k in range(0, len(order), config.batch):
-        idx = order[k:k + config.batch]
+    bar = Progress(len(texts), "semantic-control table", unit="tokens")
+    for idx in length_sorted_batches(texts, config.batch):
         s, n = verifier.piece_sums([texts[i] for i in idx])
         U[idx], w[idx] = s.cpu(), n.cpu()
         bar.update(len(idx))
