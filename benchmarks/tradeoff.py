@@ -85,6 +85,8 @@ def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
            "--max-new-tokens", str(args.tokens), "--seed", "0", "--scorer", args.judge,
            "--oracle", args.oracle, "--dtype", args.dtype,
            "--out", str(run_dir)]
+    if args.executor != "local":  # PPLM at full size: about 4 h of one core, so spread it
+        cmd += ["--executor", args.executor, "--workers", str(args.workers)]
     for s in args.also:
         cmd += ["--scorer", s]
     for s in specs:
@@ -138,6 +140,10 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", nargs="*", default=[], metavar="NAME=SPEC[|SPEC]",
                     help="more configurations, e.g. vs6=vocab-shift:strength=6 or "
                          "combo=wordban|dexperts:alpha=2.0 ('|' chains methods)")
+    ap.add_argument("--executor", default="local", choices=("local", "ray"),
+                    help="detoxkit run --executor: ray spreads each run's batches over --workers "
+                         "actors of a local Ray cluster (the samples are the same either way)")
+    ap.add_argument("--workers", type=int, default=2, help="ray: actors (detoxkit run --workers)")
     add_threads_option(ap)
     args = ap.parse_args(argv)
     apply_threads(args)
