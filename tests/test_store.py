@@ -54,3 +54,42 @@ def test_writes_need_the_lock(tmp_path):
 def test_not_a_run(tmp_path):
     with pytest.raises(DetoxkitError, match="not a detoxkit run"):
         RunStore(tmp_path).read_json("metrics.json")
+
+
+def _convert_profanity_svm(out_dir, start):
+    from detoxkit.scorers.lexical import convert, package_files
+
+    _, vec, model = package_files()
+    start.wait(60)
+    convert(vec, model, out_dir)
+
+
+def test_processes_racing_to_convert_one_scorer_all_succeed(tmp_path):
+    """Ray actors on one machine convert profanity-svm into the same cache directory at once;
+    with a shared temporary name one actor's rename took the other's file away (CI, stop 23)."""
+    from detoxkit.scorers.lexical import TfidfSVM
+
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_convert_profanity_svm, args=(tmp_path, start)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+    assert TfidfSVM(tmp_path).predict_proba(["a friendly sentence"]).shape == (1,)
+
+
+def test_atomic_target_leaves_nothing_behind_when_the_writer_fails(tmp_path):
+    from detoxkit.store import atomic_target
+
+    target = tmp_path / "weights.bin"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_target(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [f.name for f in tmp_path.iterdir()] == ["weights.bin"]

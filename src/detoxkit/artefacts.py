@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import DetoxkitError
 from .paths import cache_dir, package_data
+from .store import atomic_target, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover - torch is imported where a table is read or built
     import torch
@@ -99,11 +100,10 @@ def save_table(path: Path, tensors: "dict[str, torch.Tensor]", metadata: dict[st
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    with atomic_target(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+        tmp.chmod(0o644)
     return path
 
 
@@ -145,8 +145,7 @@ def file_sha256(path: str | os.PathLike, use_cache: bool = True) -> str:
     sha = _HASHES[key] = digest.hexdigest()
     if not use_cache:
         return sha
-    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": sha}),
-                   encoding="utf-8")
-    os.replace(tmp, record)  # atomic: readers never see half a record
+    # atomic: readers never see half a record
+    write_text_atomic(record, json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2],
+                                          "sha256": sha}))
     return sha

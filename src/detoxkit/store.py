@@ -19,6 +19,7 @@ import fcntl
 import json
 import math
 import os
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -29,14 +30,28 @@ GENERATIONS = "generations.jsonl"
 
 
 @contextmanager
+def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write; renamed over `path` when the block ends without error.
+
+    The name is unique to this process and call, so writers racing to build the same file
+    (Ray actors converting one scorer into one cache directory) never rename each other's
+    half-written file; the last rename wins with complete content."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
 def _atomic_open(path: Path) -> Iterator[Any]:
     """A text file that replaces `path` only once fully written and synced."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_target(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -58,7 +73,7 @@ def strict_json(obj: Any) -> Any:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     with _atomic_open(path) as fh:
-        json.dump(strict_json(obj), fh, indent=2, ensure_ascii=False, allow_nan=False)
+        json.dump(strict_json(obj), fh, indent=2, ensure_ascii=False, allow_nan=False, default=str)
         fh.write("\n")
 
 

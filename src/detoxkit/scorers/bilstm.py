@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import DetoxkitError
 from ..artefacts import file_sha256
 from ..paths import cache_dir
+from ..store import write_text_atomic
 from .base import Scorer
 
 PACKAGE = "toxic-comment-classifier"
@@ -73,9 +74,7 @@ def convert_tokenizer(pickle_path: Path, out: Path) -> Path:
             "split": state["split"], "num_words": num_words, "oov_token": state.get("oov_token"),
             "word_index": word_index}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".part")
-    tmp.write_text(json.dumps(data, ensure_ascii=False))
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(data, ensure_ascii=False))
     return out
 
 

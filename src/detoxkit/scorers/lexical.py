@@ -27,6 +27,7 @@ import numpy as np
 from ..artefacts import file_sha256
 from ..errors import DetoxkitError
 from ..paths import cache_dir
+from ..store import atomic_target, write_json_atomic
 from .base import Scorer
 
 PACKAGE = "alt-profanity-check"
@@ -81,13 +82,12 @@ def convert(vec_path: Path, model_path: Path, out_dir: Path) -> Path:
             "stop_words": stop, "vocabulary": vocab, "classes": [int(c) for c in model.classes_],
             "positive_class": 1}
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({"idf": np.asarray(vectorizer.idf_, dtype=np.float64),
-               "coef": np.stack(coefs), "intercept": np.asarray(intercepts),
-               "cal_a": np.asarray(cal_a), "cal_b": np.asarray(cal_b)},
-              str(out_dir / "model.safetensors.part"))
-    (out_dir / "model.json.part").write_text(json.dumps(meta))
-    (out_dir / "model.safetensors.part").replace(out_dir / "model.safetensors")
-    (out_dir / "model.json.part").replace(out_dir / "model.json")
+    with atomic_target(out_dir / "model.safetensors") as tmp:
+        save_file({"idf": np.asarray(vectorizer.idf_, dtype=np.float64),
+                   "coef": np.stack(coefs), "intercept": np.asarray(intercepts),
+                   "cal_a": np.asarray(cal_a), "cal_b": np.asarray(cal_b)}, str(tmp))
+    # model.json last: readers take its presence to mean the conversion is complete
+    write_json_atomic(out_dir / "model.json", meta)
     return out_dir
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
 import threading
 import warnings
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DetoxkitError
+from ..store import write_json_atomic
 
 METADATA_FILE = "detoxkit.json"
 
@@ -81,13 +81,6 @@ def save_lm_adapter(model, out_dir: str | Path, metadata: dict[str, Any], tokeni
             "detoxkit_version": _version()}
     write_json_atomic(out / METADATA_FILE, meta)
     return out
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it over `path` (never a torn file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def peak_memory_mb(device: str = "cpu") -> float:

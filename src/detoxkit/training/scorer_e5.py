@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ..artefacts import output_path
 from ..corpus import split_training_pool
 from ..errors import DetoxkitError
 from ..progress import Progress
+from ..store import atomic_target
 from .base import ScorerRecipeConfig, corpus_guided_by, set_threads, setting
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ def embed_resumable(texts: list[str], path: Path, engine, chunk: int, label: str
     while len(done) < len(texts):
         part = np.asarray(engine.passage(texts[len(done):len(done) + chunk]), dtype=np.float32)
         done = np.concatenate([done, part.reshape(-1, done.shape[1])])
-        save_file({"emb": done, "key": np.frombuffer(key.encode(), dtype=np.uint8).copy()}, str(path) + ".part")
-        os.replace(str(path) + ".part", path)
+        with atomic_target(path) as tmp:
+            save_file({"emb": done, "key": np.frombuffer(key.encode(), dtype=np.uint8).copy()}, str(tmp))
         bar.update(len(part))
     bar.close()
     return done

@@ -31,6 +31,7 @@ from ..corpus import split_training_pool
 from ..errors import DetoxkitError
 from ..progress import Progress
 from ..scorers.base import length_sorted_batches
+from ..store import atomic_target
 from .base import ScorerRecipeConfig, corpus_guided_by, set_threads, setting, settings_record
 
 log = logging.getLogger(__name__)
@@ -182,9 +183,8 @@ def _save_checkpoint(path: Path, model: ToxicityModel, optimizer, step: int, cfg
     meta = {"step": step, "fingerprint": cfg.fingerprint(),
             "adam_step": float(state["state"][0]["step"]) if state["state"] else 0.0,
             "log": log_rows}
-    tmp = path.with_suffix(".part")
-    save_file(tensors, str(tmp), metadata={"detoxkit": json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_target(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"detoxkit": json.dumps(meta)})
 
 
 def _load_checkpoint(path: Path, model: ToxicityModel, optimizer, cfg: MiniLMConfig):

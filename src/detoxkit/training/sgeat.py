@@ -22,7 +22,7 @@ from ..progress import Progress
 from .base import Trainer, load_generator, set_threads, setting
 from .dapt import LMTrainingConfig, finished_settings, report, train_lm
 from .lm_adapter import default_out
-from .lm_adapter import write_json_atomic
+from ..store import write_json_atomic
 from .lm_data import TrainingText
 
 log = logging.getLogger(__name__)
