@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DetoxkitError
-from ..store import write_json_atomic
+from ..store import atomic_target, write_json_atomic
 from .units import count_tokens, split_units
 
 FORMAT = "detoxkit-corpus-scan/1"
@@ -134,11 +134,10 @@ def write_shard(scan_dir: Path, name: str, table) -> dict:
 
     final = scan_dir / SHARDS / name
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    with atomic_target(final) as tmp:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
     return {"rows": table.num_rows, "bytes": final.stat().st_size, "sha256": file_sha256(final)}
 
 

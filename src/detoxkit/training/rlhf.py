@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 from ..errors import DetoxkitError
 from ..progress import Progress
+from ..store import write_text_atomic
 from .base import (GeneratorConfig, Trainer, command_line, corpus_half_setting, load_generator,
                    set_threads, setting, settings_record)
 from .lm_adapter import METADATA_FILE
@@ -316,9 +316,7 @@ def _resume(out: Path, digest: str, policy: Policy, optimizer, scheduler, kl) ->
 
 
 def write_json_lines(path: Path, entries: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(e) + "\n" for e in entries))
 
 
 def train_rlhf(config: RLHFConfig) -> Path:
