@@ -19,10 +19,10 @@ from pathlib import Path
 
 from ..errors import DetoxkitError
 from ..progress import Progress
+from ..store import write_json_atomic
 from .base import Trainer, load_generator, set_threads, setting
 from .dapt import LMTrainingConfig, finished_settings, report, train_lm
 from .lm_adapter import default_out
-from ..store import write_json_atomic
 from .lm_data import TrainingText
 
 log = logging.getLogger(__name__)
