@@ -68,6 +68,10 @@ def test_training_rows_and_the_scorer_split_read_one_half(synthetic_csv):
     assert rows and {training_half(r.text) for r in rows} == {"a"}
     calib, test, train = split_training_pool(50, 50, 500, 0, synthetic_csv, half="b")
     assert {training_half(t) for t, _ in calib + test + train} == {"b"}
+    # rows=0: every row of the half after the held-out ones, none twice
+    _, _, every = split_training_pool(50, 50, 0, 0, synthetic_csv, half="b")
+    assert len(every) >= len(train) and set(train) <= set(every)
+    assert not set(every) & set(calib + test) and len(set(every)) == len(every)
     with pytest.raises(DetoxkitError, match="a or b"):
         training_rows(None, 0, path=synthetic_csv, half="c")
 

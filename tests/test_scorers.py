@@ -253,3 +253,27 @@ def test_minilm_in_bfloat16_agrees_with_float32_and_says_so():
     assert bf16.version.split(" ")[0].endswith("-bf16") and not fp32.version.split(" ")[0].endswith("-bf16")
     with pytest.raises(DetoxkitError, match="dtype"):
         load_scorer("detoxkit-minilm:dtype=float16")
+
+
+@pytest.mark.parametrize("native, suffix", [("1", "-bf16"), ("0", "")])
+def test_minilm_dtype_auto_runs_bf16_only_where_the_cpu_has_it(monkeypatch, native, suffix):
+    from detoxkit.scorers.minilm import MiniLMToxicityScorer
+
+    monkeypatch.setenv("DETOXKIT_CPU_BF16", native)
+    scorer = MiniLMToxicityScorer(dtype="auto")  # not load_scorer: it keeps one per spec
+    assert scorer.dtype == ("bfloat16" if native == "1" else "float32")
+    assert scorer.version.split(" ")[0].endswith(suffix) and (suffix or "-bf16" not in scorer.version)
+
+
+def test_minilm_previous_default_is_shipped_by_name_and_differs_from_the_default():
+    from detoxkit.scorers.minilm import PREVIOUS_WEIGHTS_NAME, MiniLMToxicityScorer
+
+    texts = ["have a lovely day", "you are a stupid idiot", "the meeting moved to noon"]
+    default = load_scorer("detoxkit-minilm")
+    previous = MiniLMToxicityScorer(weights=PREVIOUS_WEIGHTS_NAME)
+    assert previous.version != default.version
+    assert previous.info()["training"]["lora_rank"] == 16 and default.info()["training"]["lora_rank"] == 64
+    a, b = default.score(texts)["toxicity"], previous.score(texts)["toxicity"]
+    assert (a[1] > 0.5 > a[0]) and (b[1] > 0.5 > b[0])
+    with pytest.raises(DetoxkitError, match="not found"):
+        MiniLMToxicityScorer(weights="no-such-weights.safetensors")

@@ -189,7 +189,7 @@ def split_training_pool(calib_rows: int, test_rows: int, rows: int, seed: int = 
                         half: str | None = None) -> tuple[list, list, list]:
     """(calibration, test, train) lists of (text, label): the distinct non-empty texts of the
     training pool (of one half, if given), permuted with `seed`; the first calib_rows, the next
-    test_rows, the next rows."""
+    test_rows, the next rows (0: all the rest)."""
     import numpy as np
 
     seen, pool = set(), []
@@ -199,8 +199,8 @@ def split_training_pool(calib_rows: int, test_rows: int, rows: int, seed: int = 
             continue
         seen.add(text)
         pool.append((text, int(row.is_offensive)))
-    need = calib_rows + test_rows + rows
-    if len(pool) < need:
+    need = calib_rows + test_rows + rows if rows > 0 else len(pool)
+    if len(pool) < need or need <= calib_rows + test_rows:
         raise DetoxkitError(f"the corpus's {training_pool(half)} pool has {len(pool)} distinct rows; "
                             f"{need} requested (rows + calib_rows + test_rows)")
     order = np.random.default_rng(seed).permutation(len(pool))

@@ -28,6 +28,9 @@ from ..paths import package_data
 from .base import Scorer
 
 WEIGHTS_NAME = "detoxkit-minilm.safetensors"
+# the default until 2026-12-02 (LoRA rank 16 on 30,000 rows), kept so that figures measured with
+# it can be reproduced: `detoxkit-minilm:weights=detoxkit-minilm-r16.safetensors`
+PREVIOUS_WEIGHTS_NAME = "detoxkit-minilm-r16.safetensors"
 LORA_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value",
                 "attention.output.dense", "intermediate.dense", "output.dense")
 
@@ -86,6 +89,17 @@ def mean_pool(hidden, mask):
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
+def shipped_or_given(weights: str | None) -> Path:
+    """The weights file a `weights=` setting names: unset, the shipped default; an existing
+    path, that file; else a bare file name of a shipped file (e.g. the previous default)."""
+    if not weights:
+        return package_data("scorers", WEIGHTS_NAME)
+    given, shipped = Path(weights), package_data("scorers", weights)
+    if not given.exists() and given.name == weights and shipped.is_file():
+        return shipped
+    return given
+
+
 def read_weights(path: Path) -> tuple[dict, dict]:
     """(tensors, metadata) of a detoxkit-minilm safetensors file."""
     from safetensors import safe_open
@@ -137,7 +151,7 @@ class MiniLMToxicityScorer(Scorer):
 
         if threads:
             torch.set_num_threads(int(threads))
-        path = Path(weights) if weights else package_data("scorers", WEIGHTS_NAME)
+        path = shipped_or_given(weights)
         if not path.exists():
             raise DetoxkitError(f"scorer weights not found: {path} "
                                 "(run `detoxkit train scorer` to build them)")
@@ -158,9 +172,15 @@ class MiniLMToxicityScorer(Scorer):
                 warnings.simplefilter("ignore")
                 self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear},
                                                                    dtype=torch.qint8)
-        # bfloat16 is an explicit choice, not `auto`: a judge's scores must not depend on the CPU
+        # float32 unless asked: a judge's scores must not depend on the CPU. `auto` is the
+        # explicit ask for bf16 where the CPU multiplies it natively (the version says which ran)
+        if dtype == "auto":
+            from ..backends.hf.models import cpu_has_native_bf16
+
+            dtype = "bfloat16" if str(device) == "cpu" and cpu_has_native_bf16() and not self.quantize \
+                else "float32"
         if dtype not in ("float32", "bfloat16"):
-            raise DetoxkitError(f"detoxkit-minilm: dtype must be float32 or bfloat16, not {dtype!r}")
+            raise DetoxkitError(f"detoxkit-minilm: dtype must be float32, bfloat16 or auto, not {dtype!r}")
         if dtype == "bfloat16":
             if self.quantize:
                 raise DetoxkitError("detoxkit-minilm: quantize and dtype=bfloat16 exclude each other")

@@ -44,7 +44,7 @@ RUN_ONLY = ("threads", "checkpoint_every", "corpus", "stop_after", "out")
 
 @dataclass
 class MiniLMConfig(ScorerRecipeConfig):
-    rows: int = setting(30000, "training rows")
+    rows: int = setting(30000, "training rows (0: every row of the pool after the held-out ones)")
     epochs: int = setting(1, "passes over the training rows")
     batch_size: int = setting(32, "rows per step")
     max_length: int = setting(64, "tokens per training text")
