@@ -199,10 +199,12 @@ def split_training_pool(calib_rows: int, test_rows: int, rows: int, seed: int = 
             continue
         seen.add(text)
         pool.append((text, int(row.is_offensive)))
-    need = calib_rows + test_rows + rows if rows > 0 else len(pool)
-    if len(pool) < need or need <= calib_rows + test_rows:
+    held_out = calib_rows + test_rows
+    need = held_out + rows if rows > 0 else len(pool)
+    if len(pool) < need or need <= held_out:
+        asked = f"{need} requested" if rows > 0 else "none left after the held-out ones"
         raise DetoxkitError(f"the corpus's {training_pool(half)} pool has {len(pool)} distinct rows; "
-                            f"{need} requested (rows + calib_rows + test_rows)")
+                            f"{asked} (rows + calib_rows + test_rows, {held_out} held out)")
     order = np.random.default_rng(seed).permutation(len(pool))
     pick = [pool[i] for i in order[:need]]
     c, t = calib_rows, calib_rows + test_rows
