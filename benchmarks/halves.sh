@@ -5,7 +5,8 @@
 # trade-off tables can be re-run without rebuilding them); trainings work in
 # benchmarks/runs/halves/ (checkpoints: stop at any time, run again to continue). A step
 # whose artefact already exists is skipped. Usage: bash benchmarks/halves.sh [step ...]
-# with steps judge scorer-a banlist vocab-shift cfl experts gedi pplm-head trace (default: all).
+# with steps judge scorer-a banlist vocab-shift cfl experts gedi pplm-head trace tradeoff
+# (default: all but pplm-head, whose method takes about 4 h at 100 x 25 and is not in the table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=smollm2-135m
@@ -66,10 +67,25 @@ step() {
     trace) [ -f "$A/trace-nontoxic.safetensors" ] && return
       detoxkit train trace-classifier --model $M --corpus-half a \
         --out "$A/trace-nontoxic.safetensors" ;;
+    # the trade-off tables under the half-b judge and, on the same samples, jigsaw-bilstm; each
+    # method is its own resumable run, and the last lines say whether the two rankings agree
+    tradeoff)
+      J="detoxkit-minilm:weights=$OUT/judge-b.safetensors" X="path=$A/experts"
+      python benchmarks/tradeoff.py --threads 1 --out "$WORK/tradeoff" --judge "$J" \
+        --also jigsaw-bilstm --only base moral --extra \
+        "wordban-a=wordban:words=$A/banned_words.txt" \
+        "vocab-shift-a=vocab-shift:path=$A/vocab_shift.safetensors" \
+        "cfl-a=cfl:path=$A/cfl.safetensors" "cfl40-a=cfl:strength=40,path=$A/cfl.safetensors" \
+        "dexperts-a=dexperts:alpha=2.0,$X" "gedi-a=gedi:path=$A/gedi" \
+        "trace-a=trace:classifier=$A/trace-nontoxic.safetensors" \
+        "gate+dexperts-a=gate:wrap=(dexperts:alpha=2.0,$X),scorer=($S)" \
+        "wordban+dexperts-a=wordban:words=$A/banned_words.txt|dexperts:alpha=2.0,$X" \
+        "cfl+vocab-shift+dexperts1-a=cfl:path=$A/cfl.safetensors|vocab-shift:strength=5,path=$A/vocab_shift.safetensors|dexperts:alpha=1.0,$X" \
+        ${TRADEOFF_ARGS:-} | tee "$WORK/tradeoff.txt" ;;
     *) echo "unknown step: $1" >&2; exit 2 ;;
   esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(judge scorer-a banlist vocab-shift cfl experts gedi pplm-head trace)
+[ ${#steps[@]} -eq 0 ] && steps=(judge scorer-a banlist vocab-shift cfl experts gedi trace tradeoff)
 for s in "${steps[@]}"; do echo "== $s ($(date -u +%H:%M:%S))"; step "$s"; done

@@ -177,8 +177,28 @@ def main(argv=None) -> int:
     for name, r in results.items():
         cells = [_fmt(r[k], base[k] if name != "base" else None) for k in KEYS]
         print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells))
+    for other in args.also:
+        print(ranking_agreement(results, args.judge, other))
     print(json.dumps(results, default=lambda x: None))
     return 0
+
+
+def ranking_agreement(results: dict, judge: str, other: str) -> str:
+    """Whether two judges rank the methods alike: Kendall's tau-b (ties allowed) of the
+    methods' Toxicity Probability and EMT under the judge and under `other`."""
+    from scipy.stats import kendalltau
+
+    parts = []
+    for key, short in (("toxicity_probability", "TP"), ("expected_max_toxicity", "EMT")):
+        names = [n for n, r in results.items()
+                 if r.get(key) is not None and r.get(f"{other}:{key}") is not None]
+        if len(names) < 3:
+            parts.append(f"{short}: fewer than 3 methods scored by both")
+            continue
+        tau, p = kendalltau([results[n][key] for n in names],
+                            [results[n][f"{other}:{key}"] for n in names])
+        parts.append(f"{short} Kendall tau {tau:+.3f} (p {p:.3g}, {len(names)} methods)")
+    return f"ranking by {judge} vs {other}: " + "; ".join(parts)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,23 @@ def test_gpu_throughput_script_runs_on_cpu_at_a_toy_size():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["n_samples"] == 6 and result["samples_per_s"] > 0
     assert result["projected_full_rtp_hours"] > 0 and result["batch_rows"] > 0
+
+
+def test_tradeoff_ranking_agreement_reads_both_judges_rankings():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from tradeoff import ranking_agreement
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def row(tp, emt, tp_other, emt_other):
+        return {"toxicity_probability": tp, "expected_max_toxicity": emt,
+                "other:toxicity_probability": tp_other, "other:expected_max_toxicity": emt_other}
+
+    # TP: the other judge orders the three methods the same way; EMT: exactly reversed
+    results = {"base": row(0.9, 0.8, 0.7, 0.1), "a": row(0.5, 0.5, 0.4, 0.5),
+               "b": row(0.2, 0.3, 0.1, 0.6), "unscored": {"toxicity_probability": 0.3}}
+    line = ranking_agreement(results, "judge", "other")
+    assert "TP Kendall tau +1.000" in line and "EMT Kendall tau -1.000" in line
+    assert "3 methods" in line  # the method the other judge did not score is left out
+    assert "fewer than 3" in ranking_agreement({"base": row(1, 1, 1, 1)}, "judge", "other")
