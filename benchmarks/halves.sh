@@ -18,6 +18,7 @@ S="detoxkit-minilm:weights=$A/scorer-a.safetensors"
 # float32 steps by default; PRECISION="--precision bfloat16" about doubles the speed on CPUs
 # with native bf16 (AVX-512 BF16) and is very slow on CPUs without it
 PRECISION=${PRECISION:-}
+# torch threads of the trade-off step (0: all cores); THREADS=1 where other jobs share the machine
 
 # copy a scorer training's result (weights + report) out of its work directory
 take_scorer() { cp "$WORK/$1/detoxkit-minilm.safetensors" "$2.safetensors"
@@ -71,7 +72,7 @@ step() {
     # method is its own resumable run, and the last lines say whether the two rankings agree
     tradeoff)
       J="detoxkit-minilm:weights=$OUT/judge-b.safetensors" X="path=$A/experts"
-      python benchmarks/tradeoff.py --threads 1 --out "$WORK/tradeoff" --judge "$J" \
+      python benchmarks/tradeoff.py --threads "${THREADS:-0}" --out "$WORK/tradeoff" --judge "$J" \
         --also jigsaw-bilstm --only base moral --extra \
         "wordban-a=wordban:words=$A/banned_words.txt" \
         "vocab-shift-a=vocab-shift:path=$A/vocab_shift.safetensors" \
@@ -86,6 +87,10 @@ step() {
   esac
 }
 
-steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(judge scorer-a banlist vocab-shift cfl experts gedi trace tradeoff)
-for s in "${steps[@]}"; do echo "== $s ($(date -u +%H:%M:%S))"; step "$s"; done
+main() {
+  local steps=("$@")
+  [ ${#steps[@]} -eq 0 ] && steps=(judge scorer-a banlist vocab-shift cfl experts gedi trace tradeoff)
+  for s in "${steps[@]}"; do echo "== $s ($(date -u +%H:%M:%S))"; step "$s"; done
+}
+# one line, read whole before it runs: editing this file during a run cannot change the run
+main "$@"; exit
