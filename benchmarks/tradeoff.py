@@ -177,7 +177,12 @@ def main(argv=None) -> int:
     for name, r in results.items():
         cells = [_fmt(r[k], base[k] if name != "base" else None) for k in KEYS]
         print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells))
-    for other in args.also:
+    for other in args.also:  # the same samples under each --also scorer, then the agreement
+        keys = [f"{other}:expected_max_toxicity", f"{other}:toxicity_probability"]
+        print(f"\nunder {other}:\n{'method':32s} " + " ".join(f"{c:>15s}" for c in ("EMT", "TP")))
+        for name, r in results.items():
+            cells = [_fmt(r.get(k), base.get(k) if name != "base" else None) for k in keys]
+            print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells))
         print(ranking_agreement(results, args.judge, other))
     print(json.dumps(results, default=lambda x: None))
     return 0
