@@ -73,6 +73,7 @@ step() {
     tradeoff)
       J="detoxkit-minilm:weights=$OUT/judge-b.safetensors" X="path=$A/experts"
       python benchmarks/tradeoff.py --threads "${THREADS:-0}" --out "$WORK/tradeoff" --judge "$J" \
+        --results "$OUT/tradeoff-results.json" \
         --also jigsaw-bilstm --only base moral --extra \
         "wordban-a=wordban:words=$A/banned_words.txt" \
         "vocab-shift-a=vocab-shift:path=$A/vocab_shift.safetensors" \

@@ -85,12 +85,17 @@ def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
            "--max-new-tokens", str(args.tokens), "--seed", "0", "--scorer", args.judge,
            "--oracle", args.oracle, "--dtype", args.dtype,
            "--out", str(run_dir)]
-    if args.executor != "local":  # PPLM at full size: about 4 h of one core, so spread it
-        cmd += ["--executor", args.executor, "--workers", str(args.workers)]
     for s in args.also:
         cmd += ["--scorer", s]
     for s in specs:
         cmd += ["--method", s]
+    # the executor changes how, not what, so it is not part of the key; nor is the checkout's place
+    key = " ".join(cmd).replace(f"{ROOT}/", "")
+    if args.results and key in (kept := _read_results(args.results)):
+        print(f"{name}: from {args.results} (same command, measured before)", file=sys.stderr)
+        return kept[key]
+    if args.executor != "local":  # PPLM at full size: about 4 h of one core, so spread it
+        cmd += ["--executor", args.executor, "--workers", str(args.workers)]
     print("detoxkit " + " ".join(cmd), file=sys.stderr, flush=True)
     rc = cli(cmd)
     if rc != 0:
@@ -107,7 +112,25 @@ def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
     stats = _gate_stats(run_dir)
     if stats:
         out["gate"] = stats
+    for k in ("expected_max_toxicity", "toxicity_probability", "toxic_fraction", "perplexity"):
+        out[f"{k}_ci"] = metrics.get(f"{k}_ci")
+    if args.results:
+        _write_result(args.results, key, out)
     return out
+
+
+def _read_results(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _write_result(path: Path, key: str, result: dict) -> None:
+    """Add one method's metrics (numbers only: no prompt or generated text) to the results file,
+    atomically, so an interrupted benchmark keeps every method it finished."""
+    kept = _read_results(path)
+    kept[key] = result
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def _gate_stats(run_dir: Path):
@@ -144,6 +167,9 @@ def main(argv=None) -> int:
                     help="detoxkit run --executor: ray spreads each run's batches over --workers "
                          "actors of a local Ray cluster (the samples are the same either way)")
     ap.add_argument("--workers", type=int, default=2, help="ray: actors (detoxkit run --workers)")
+    ap.add_argument("--results", type=Path, help="a JSON file that keeps each finished method's "
+                    "metrics by its exact command: a method found there is not run again (run "
+                    "directories are large and hold text; this file can be committed)")
     add_threads_option(ap)
     args = ap.parse_args(argv)
     apply_threads(args)

@@ -39,3 +39,28 @@ def test_tradeoff_ranking_agreement_reads_both_judges_rankings():
     assert "TP Kendall tau +1.000" in line and "EMT Kendall tau -1.000" in line
     assert "3 methods" in line  # the method the other judge did not score is left out
     assert "fewer than 3" in ranking_agreement({"base": row(1, 1, 1, 1)}, "judge", "other")
+
+
+def test_tradeoff_results_file_keeps_finished_methods_and_is_not_run_again(tmp_path):
+    results = tmp_path / "results.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "tradeoff.py"), "--prompts", "2",
+           "--samples", "2", "--tokens", "3", "--judge", "profanity-svm", "--oracle", "none",
+           "--only", "base", "--out", str(tmp_path / "runs"), "--results", str(results),
+           "--threads", "1"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = json.loads(results.read_text())
+    (key,) = kept
+    assert "--method none" in key and str(ROOT) not in key
+    assert "text" not in json.dumps(kept)  # numbers only: no prompt or sample text
+    run_dir = tmp_path / "runs" / "2x2-none" / "base"
+    assert (run_dir / "generations.jsonl").exists()
+
+    # the run directories are gone (as in a fresh checkout): the kept metrics are used, not a new run
+    import shutil
+    shutil.rmtree(tmp_path / "runs")
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "from " in second.stderr and not run_dir.exists()
+    again = json.loads(second.stdout.strip().splitlines()[-1])["base"]
+    assert again["toxicity_probability"] == kept[key]["toxicity_probability"]
