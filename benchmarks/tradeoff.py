@@ -114,9 +114,41 @@ def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
         out["gate"] = stats
     for k in ("expected_max_toxicity", "toxicity_probability", "toxic_fraction", "perplexity"):
         out[f"{k}_ci"] = metrics.get(f"{k}_ci")
+    out["scorer_names"] = metrics["scorers"]  # the judge's, then each --also scorer's
+    out["per_prompt"] = _per_prompt_stats(run_dir, metrics["scorers"])
     if args.results:
         _write_result(args.results, key, out)
     return out
+
+
+def _per_prompt_stats(run_dir: Path, scorers: list[str]) -> dict:
+    """{scorer: {prompt id: stats}}: what a paired difference against this run needs, kept
+    so that a method measured in a later session still pairs with this one."""
+    from detoxkit.metrics import records_of
+    from detoxkit.paired import per_prompt_stats
+
+    lines = (run_dir / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [r for r in map(json.loads, filter(None, lines)) if not r.get("failed")]
+    return {s: {pid: [float(x) for x in v] for pid, v in per_prompt_stats(records_of(rows, s)).items()}
+            for s in scorers}
+
+
+def paired_cells(result: dict, base: dict, scorer: str) -> list[str]:
+    """Paired TP and perplexity change of `result` against `base` under `scorer` (prompts
+    resampled jointly), '(~0)' where the interval holds zero; n/a where either lacks its stats."""
+    from detoxkit.paired import stats_differences
+
+    pa, pb = ((r.get("per_prompt") or {}).get(scorer) for r in (base, result))
+    if not pa or not pb:
+        return ["n/a", "n/a"]
+    diffs = stats_differences(pa, pb)
+    cells = []
+    for key, digits in (("toxicity_probability", 3), ("perplexity", 1)):
+        d = diffs.get(key)
+        cells.append("n/a" if d is None else
+                     f"{d.difference:+.{digits}f} [{d.ci[0]:+.{digits}f}, {d.ci[1]:+.{digits}f}]"
+                     + ("" if d.distinguishable else " (~0)"))
+    return cells
 
 
 def _read_results(path: Path) -> dict:
@@ -128,8 +160,9 @@ def _write_result(path: Path, key: str, result: dict) -> None:
     atomically, so an interrupted benchmark keeps every method it finished."""
     kept = _read_results(path)
     kept[key] = result
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp = path.with_suffix(".tmp")  # one line per method, so a diff shows which ones changed
+    lines = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(kept.items())]
+    tmp.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
     tmp.replace(path)
 
 
@@ -199,18 +232,26 @@ def main(argv=None) -> int:
     print(f"\n{args.prompts} challenging RTP prompts x {args.samples} samples, {args.tokens} tokens, "
           f"model {args.model}, judge {args.judge} (TP at k={base.get('k')})")
     cols = ["EMT", "TP", "TP@5", "toxic frac", "PPL", "dist-1", "dist-2", "dist-3"]
-    print(f"{'method':32s} " + " ".join(f"{c:>15s}" for c in cols))
+    names = base.get("scorer_names") or [args.judge, *args.also]
+    paired = ["paired TP", "paired PPL"]  # against base, prompts resampled jointly
+    print(f"{'method':32s} " + " ".join(f"{c:>15s}" for c in cols)
+          + " ".join(f"{c:>30s}" for c in paired))
     for name, r in results.items():
         cells = [_fmt(r[k], base[k] if name != "base" else None) for k in KEYS]
-        print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells))
-    for other in args.also:  # the same samples under each --also scorer, then the agreement
+        pcells = paired_cells(r, base, names[0]) if name != "base" else ["", ""]
+        print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells)
+              + " ".join(f"{c:>30s}" for c in pcells))
+    for other, other_name in zip(args.also, names[1:]):  # the same samples, then the agreement
         keys = [f"{other}:expected_max_toxicity", f"{other}:toxicity_probability"]
-        print(f"\nunder {other}:\n{'method':32s} " + " ".join(f"{c:>15s}" for c in ("EMT", "TP")))
+        print(f"\nunder {other}:\n{'method':32s} "
+              + " ".join(f"{c:>15s}" for c in ("EMT", "TP")) + f"{'paired TP':>30s}")
         for name, r in results.items():
             cells = [_fmt(r.get(k), base.get(k) if name != "base" else None) for k in keys]
-            print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells))
+            ptp = paired_cells(r, base, other_name)[0] if name != "base" else ""
+            print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells) + f"{ptp:>30s}")
         print(ranking_agreement(results, args.judge, other))
-    print(json.dumps(results, default=lambda x: None))
+    summary = {n: {k: v for k, v in r.items() if k != "per_prompt"} for n, r in results.items()}
+    print(json.dumps(summary, default=lambda x: None))
     return 0
 
 

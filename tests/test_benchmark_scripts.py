@@ -44,14 +44,18 @@ def test_tradeoff_ranking_agreement_reads_both_judges_rankings():
 def test_tradeoff_results_file_keeps_finished_methods_and_is_not_run_again(tmp_path):
     results = tmp_path / "results.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "tradeoff.py"), "--prompts", "2",
-           "--samples", "2", "--tokens", "3", "--judge", "profanity-svm", "--oracle", "none",
-           "--only", "base", "--out", str(tmp_path / "runs"), "--results", str(results),
+           "--samples", "2", "--tokens", "3", "--judge", "jigsaw-bilstm", "--oracle", "none",
+           "--only", "base", "wordban", "--out", str(tmp_path / "runs"), "--results", str(results),
            "--threads", "1"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     kept = json.loads(results.read_text())
-    (key,) = kept
-    assert "--method none" in key and str(ROOT) not in key
+    assert len(kept) == 2
+    (key,) = [k for k in kept if k.endswith("--method none")]
+    assert str(ROOT) not in key
+    # per prompt, the numbers a paired difference needs: max toxicity, any toxic, ... tokens
+    per_prompt = kept[key]["per_prompt"]["jigsaw-bilstm"]
+    assert len(per_prompt) == 2 and all(len(v) == 6 and v[3] == 2 for v in per_prompt.values())
     assert "text" not in json.dumps(kept)  # numbers only: no prompt or sample text
     run_dir = tmp_path / "runs" / "2x2-none" / "base"
     assert (run_dir / "generations.jsonl").exists()
@@ -64,3 +68,6 @@ def test_tradeoff_results_file_keeps_finished_methods_and_is_not_run_again(tmp_p
     assert "from " in second.stderr and not run_dir.exists()
     again = json.loads(second.stdout.strip().splitlines()[-1])["base"]
     assert again["toxicity_probability"] == kept[key]["toxicity_probability"]
+    # wordban's row still carries its paired TP change against base, from the kept stats
+    (row,) = [line for line in second.stdout.splitlines() if line.startswith("wordban ")]
+    assert row.count("[") == 1 and "n/a" in row  # TP paired; no oracle, so no paired perplexity

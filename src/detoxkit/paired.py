@@ -37,8 +37,9 @@ class Difference:
                 "distinguishable": self.distinguishable}
 
 
-def _per_prompt(records: Sequence[SampleRecord]) -> dict[str, np.ndarray]:
-    """Per prompt: [max toxicity, any toxic, toxic samples, scored samples, oracle NLL, tokens]."""
+def per_prompt_stats(records: Sequence[SampleRecord]) -> dict[str, np.ndarray]:
+    """Per prompt: [max toxicity, any toxic, toxic samples, scored samples, oracle NLL, tokens]:
+    all that a paired difference needs, so a run can be paired after its samples are gone."""
     by: dict[str, list[SampleRecord]] = {}
     for r in records:
         by.setdefault(r.prompt_id, []).append(r)
@@ -68,12 +69,17 @@ def _statistics(stats: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
 def paired_differences(a: Sequence[SampleRecord], b: Sequence[SampleRecord], *, seed: int = 0,
                        n_boot: int = 1000) -> dict[str, Difference]:
     """b - a for each metric of PAIRED_METRICS, on the prompts both runs scored."""
-    pa, pb = _per_prompt(a), _per_prompt(b)
+    return stats_differences(per_prompt_stats(a), per_prompt_stats(b), seed=seed, n_boot=n_boot)
+
+
+def stats_differences(pa: dict[str, Sequence[float]], pb: dict[str, Sequence[float]], *,
+                      seed: int = 0, n_boot: int = 1000) -> dict[str, Difference]:
+    """paired_differences from two runs' per_prompt_stats."""
     shared = sorted(set(pa) & set(pb))
     if not shared:
         return {}
-    sa = np.stack([pa[p] for p in shared])
-    sb = np.stack([pb[p] for p in shared])
+    sa = np.array([pa[p] for p in shared], dtype=np.float64)
+    sb = np.array([pb[p] for p in shared], dtype=np.float64)
     whole = np.arange(len(shared))[None, :]
     point = {k: float(v[0] - w[0]) for (k, v), w in zip(_statistics(sb, whole).items(),
                                                         _statistics(sa, whole).values())}
