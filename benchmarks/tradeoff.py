@@ -126,9 +126,11 @@ def _per_prompt_stats(run_dir: Path, scorers: list[str]) -> dict:
     so that a method measured in a later session still pairs with this one."""
     from detoxkit.metrics import records_of
     from detoxkit.paired import per_prompt_stats
+    from detoxkit.store import RunStore
 
-    lines = (run_dir / "generations.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [r for r in map(json.loads, filter(None, lines)) if not r.get("failed")]
+    # the store's reader: a sample drawn again on resume counts once (and texts may hold
+    # characters that str.splitlines() would take for line ends)
+    rows = [r for r in RunStore(run_dir).generations() if not r.get("failed")]
     return {s: {pid: [float(x) for x in v] for pid, v in per_prompt_stats(records_of(rows, s)).items()}
             for s in scorers}
 
