@@ -26,8 +26,12 @@ and scores with --also scorers too
 one line naming that command, and the other methods are still measured.
 
 Prints a table of EMT, Toxicity Probability (at k), toxic fraction, perplexity and
-dist-1/2/3 with the change relative to the base model, and as its last line one
-JSON object {method: metrics}.
+dist-1/2/3 with the change relative to the base model and the paired TP and perplexity
+changes against it, then each --also scorer's EMT/TP and the two rankings' agreement, and as
+its last line one JSON object {method: metrics}. With --results FILE, each finished method's
+metrics and per-prompt statistics (numbers only) are kept in FILE by the method's exact
+command, and a method found there is not run again: a benchmark of many hours can run across
+sessions whose run directories are gone.
 """
 
 from __future__ import annotations
