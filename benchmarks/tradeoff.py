@@ -113,9 +113,8 @@ def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
         if other:
             out[f"{s}:toxicity_probability"] = other.get("toxicity_probability")
             out[f"{s}:expected_max_toxicity"] = other.get("expected_max_toxicity")
-    stats = _gate_stats(run_dir)
-    if stats:
-        out["gate"] = stats
+    if metrics.get("method_stats"):
+        out["gate"] = metrics["method_stats"]
     for k in ("expected_max_toxicity", "toxicity_probability", "toxic_fraction", "perplexity"):
         out[f"{k}_ci"] = metrics.get(f"{k}_ci")
     out["scorer_names"] = metrics["scorers"]  # the judge's, then each --also scorer's
@@ -143,18 +142,14 @@ def paired_cells(result: dict, base: dict, scorer: str) -> list[str]:
     """Paired TP and perplexity change of `result` against `base` under `scorer` (prompts
     resampled jointly), '(~0)' where the interval holds zero; n/a where either lacks its stats."""
     from detoxkit.paired import stats_differences
+    from detoxkit.report.compare import format_difference
 
     pa, pb = ((r.get("per_prompt") or {}).get(scorer) for r in (base, result))
     if not pa or not pb:
         return ["n/a", "n/a"]
     diffs = stats_differences(pa, pb)
-    cells = []
-    for key, digits in (("toxicity_probability", 3), ("perplexity", 1)):
-        d = diffs.get(key)
-        cells.append("n/a" if d is None else
-                     f"{d.difference:+.{digits}f} [{d.ci[0]:+.{digits}f}, {d.ci[1]:+.{digits}f}]"
-                     + ("" if d.distinguishable else " (~0)"))
-    return cells
+    return ["n/a" if diffs.get(key) is None else format_difference(diffs[key], digits)
+            for key, digits in (("toxicity_probability", 3), ("perplexity", 1))]
 
 
 def _read_results(path: Path) -> dict:
@@ -170,11 +165,6 @@ def _write_result(path: Path, key: str, result: dict) -> None:
     lines = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(kept.items())]
     tmp.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
     tmp.replace(path)
-
-
-def _gate_stats(run_dir: Path):
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return metrics.get("method_stats") or None
 
 
 def _fmt(v, rel=None) -> str:

@@ -2,6 +2,7 @@
 benchmarks/halves.sh): each method artefact says it learned from half a, the judge from half b,
 so the hygiene rule lets the judge grade every method of the trade-off step."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,7 @@ SPECS = [f"wordban:words={A}/banned_words.txt", f"vocab-shift:path={A}/vocab_shi
 
 
 @pytest.fixture(scope="module", autouse=True)
-def at_root(request):
-    import os
+def at_root():
     before = os.getcwd()
     os.chdir(ROOT)  # the specs give paths relative to the repository, as halves.sh does
     yield
