@@ -1,6 +1,6 @@
 """Pipeline throughput: detoxkit's batched pipeline vs a naive loop, measured in the same run.
 
-    python benchmarks/pipeline.py [--prompts N] [--samples K] [--dtypes float32 bfloat16]
+    python benchmarks/pipeline.py [--prompts N] [--samples K] [--dtypes float32 bfloat16] [--profile]
 
 Both sides run SmolLM2-135M on the same prompts from
 ../shared/data/rtp/challenging_toxic.jsonl with the RTP sampling settings
@@ -63,8 +63,24 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> floa
     return best
 
 
-def pipeline_run(subset: Path, tmp: Path, name: str, args, dtype: str, count: bool = False):
-    """(samples/s, metrics, counted FLOPs or None) of one `detoxkit run` in a fresh directory."""
+def print_profile(prof, wall_s: float, top: int) -> None:
+    """The operators that took the most of the run's time (self time, children excluded); the
+    wall time not spent in any operator is Python, tokenization and the run store."""
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"profile: {total / 1e6:.1f} s in torch operators of {wall_s:.1f} s wall; the top "
+          f"{top} by self time:", file=sys.stderr)
+    for e in events[:top]:
+        print(f"  {e.self_cpu_time_total / total:6.1%}  {e.self_cpu_time_total / 1e6:7.2f} s  "
+              f"{e.count:8d} calls  {e.key}", file=sys.stderr)
+
+
+def pipeline_run(subset: Path, tmp: Path, name: str, args, dtype: str, count: bool = False,
+                 profile: bool = False):
+    """(samples/s, metrics, counted FLOPs or None) of one `detoxkit run` in a fresh directory;
+    with `profile`, prints where the run's operator time went instead of timing it."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
     from torch.utils.flop_counter import FlopCounterMode
 
     from detoxkit.config import RunConfig
@@ -79,6 +95,12 @@ def pipeline_run(subset: Path, tmp: Path, name: str, args, dtype: str, count: bo
         with counter:
             metrics = Evaluation(cfg).run()
         return None, metrics, counter.get_total_flops()
+    if profile:
+        t0 = time.perf_counter()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            metrics = Evaluation(cfg).run()
+        print_profile(prof, time.perf_counter() - t0, top=15)
+        return None, metrics, None
     t0 = time.perf_counter()
     metrics = Evaluation(cfg).run()
     return metrics["n_samples"] / (time.perf_counter() - t0), metrics, None
@@ -91,6 +113,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
                         help="precisions of detoxkit's side (generator; the scorer stays float32)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one more run per dtype (torch.profiler, not timed) and "
+                             "print the operators that took the most time")
     args = parser.parse_args()
 
     from detoxkit.backends.hf import load_lm
@@ -124,6 +149,9 @@ def main() -> None:
         for dtype in args.dtypes:
             _, _, flops = pipeline_run(subset, tmp, f"count-{dtype}", args, dtype, count=True)
             rate, metrics, _ = pipeline_run(subset, tmp, f"run-{dtype}", args, dtype)
+            if args.profile:
+                print(f"== {dtype}", file=sys.stderr)
+                pipeline_run(subset, tmp, f"profile-{dtype}", args, dtype, profile=True)
             seconds = metrics["n_samples"] / rate
             achieved = flops / seconds / 1e9
             by_dtype[dtype] = {"samples_per_s": round(rate, 3), "gflop": round(flops / 1e9, 1),

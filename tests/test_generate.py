@@ -46,6 +46,46 @@ def test_matches_unbatched_reference_decoding(tiny_lm):
         assert out == s.token_ids
 
 
+def test_reserved_cache_layer_matches_concatenation():
+    from transformers.cache_utils import DynamicLayer
+
+    from detoxkit.backends.hf.sampler import ReservedLayer
+
+    k0, v0 = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    grown, reserved = DynamicLayer(), ReservedLayer(k0, v0, room=2)
+    grown.update(k0, v0)
+    for _ in range(2):
+        k, v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+        want, got = grown.update(k, v), reserved.update(k, v)
+        assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+    assert reserved.get_seq_length() == grown.get_seq_length() == 7
+    with pytest.raises(RuntimeError, match="cache full"):
+        reserved.update(k, v)
+
+
+def test_decoding_writes_into_the_reserved_cache(tiny_lm, monkeypatch):
+    """The sampler's steps append in place (no per-step copy of the cache) with the tokens that
+    the full-sequence reference above checks."""
+    from detoxkit.backends.hf import sampler as sampler_module
+
+    seen = []
+    real = sampler_module.reserve_cache
+
+    def recording(cache, rows, room):
+        real(cache, rows, room)
+        seen.append(cache)
+
+    monkeypatch.setattr(sampler_module, "reserve_cache", recording)
+    samples = TransformersSampler(tiny_lm, SamplingConfig(num_samples=2, max_new_tokens=6, seed=3)
+                                  ).generate(requests(tiny_lm, 2))
+    layers = seen[0].layers
+    assert all(isinstance(layer, sampler_module.ReservedLayer) for layer in layers)
+    width = max(len(r.prompt_ids) for r in requests(tiny_lm, 2))
+    if not any(s.finished for s in samples):  # all 6 steps ran; the last token is not fed back
+        assert layers[0].get_seq_length() == width + 6 - 1
+    assert width < layers[0].get_seq_length() <= width + 6 - 1
+
+
 def test_eos_ends_a_sample(tiny_lm):
     # force EOS at step 2 by a transform that only allows EOS from then on
     from detoxkit.methods.base import DetoxMethod, LogitsTransform

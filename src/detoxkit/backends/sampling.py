@@ -71,7 +71,8 @@ def nucleus_sample(logits: torch.Tensor, uniforms: torch.Tensor, *, temperature:
     reached = row_p - TOP_P_TOLERANCE
     for k in (64, 1024, 8192, limit):
         k = min(k, limit)
-        values, index = torch.topk(logits[rows], k, dim=-1)
+        # the first round takes every row: no copy of the logits
+        values, index = torch.topk(logits if len(rows) == n else logits[rows], k, dim=-1)
         cum = torch.exp(values.double() - lse[rows, None]).cumsum(dim=-1)
         complete = (cum[:, -1] >= reached[rows]) | (k == limit)
         if complete.any():
