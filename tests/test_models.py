@@ -285,3 +285,28 @@ def test_reduced_precision_keeps_the_lm_head_in_float32(tiny_model_dir: Path):
     assert b.dtype == torch.float32
     assert (a - b).abs().max() < 0.1 * a.abs().max()  # the same model, a coarser body
     assert fp32.model.get_output_embeddings().weight.dtype == torch.float32  # untouched
+
+
+def test_float32_head_takes_bf16_products_exactly_and_only_there(monkeypatch):
+    """A bf16 body's head multiplies bf16 values, exact in float32: oneDNN may take the product
+    in bf16 (float32 accumulation and output) and the logits keep float32 accuracy."""
+    import torch
+    from torch import nn
+
+    from detoxkit.backends.hf.heads import Float32Head, _fpmath
+
+    monkeypatch.setenv("DETOXKIT_CPU_BF16", "1")
+    torch.manual_seed(0)
+    head = Float32Head(nn.Linear(256, 1000, bias=False).bfloat16())
+    assert head.exact_in_bf16 == (_fpmath() is not None)
+    hidden = (torch.randn(8, 3, 256) * 4).bfloat16()
+    exact = hidden.double() @ head.weight.double().t()
+    before = _fpmath().fp32_precision if _fpmath() else None
+    logits = head(hidden)
+    assert logits.dtype == torch.float32
+    assert (logits.double() - exact).abs().max() < 1e-5 * exact.abs().max()
+    # what the bound rules out: a bf16 product rounds its output
+    rounded = (hidden @ head.weight.bfloat16().t()).double()
+    assert (rounded - exact).abs().max() > 1e-4 * exact.abs().max()
+    assert (_fpmath().fp32_precision if _fpmath() else None) == before  # set for the head only
+    assert not Float32Head(nn.Linear(256, 10).half()).exact_in_bf16  # float16 values are not bf16
