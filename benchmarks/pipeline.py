@@ -16,7 +16,9 @@ products at the thread count the pipeline uses, float32 and bfloat16), and every
 floating-point operation of one pipeline run is counted by torch's FlopCounterMode
 (generation and scoring: every matmul, attention product and LM head that ran). The
 achieved FLOP/s of the timed run (no counter attached) is printed as a fraction of each
-peak. The last line printed is one JSON object: {"detoxkit_samples_per_s",
+peak. `--profile` runs each dtype once more under torch.profiler (not timed) and prints
+the operators that took the most time, and the wall time spent outside any operator. The
+last line printed is one JSON object: {"detoxkit_samples_per_s",
 "naive_samples_per_s", "ratio", "by_dtype": {dtype: {samples_per_s, gflop, gflop_per_s,
 of_bf16_peak, of_fp32_peak}}, "peak_gflop_per_s": {dtype: ...}}.
 """
