@@ -16,7 +16,8 @@ products at the thread count the pipeline uses, float32 and bfloat16), and every
 floating-point operation of one pipeline run is counted by torch's FlopCounterMode
 (generation and scoring: every matmul, attention product and LM head that ran). The
 achieved FLOP/s of the timed run (no counter attached) is printed as a fraction of each
-peak. `--profile` runs each dtype once more under torch.profiler (not timed) and prints
+peak, next to the rate of one decoding step's linear layers run alone at the run's batch of
+rows (random weights of the model's shapes): the matrix work's own ceiling at that size. `--profile` runs each dtype once more under torch.profiler (not timed) and prints
 the operators that took the most time, and the wall time spent outside any operator. The
 last line printed is one JSON object: {"detoxkit_samples_per_s",
 "naive_samples_per_s", "ratio", "by_dtype": {dtype: {samples_per_s, gflop, gflop_per_s,
@@ -62,6 +63,35 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> floa
         for _ in range(4):
             torch.mm(a, b)
         best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def step_products_rate(config, rows: int, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """GFLOP/s of one decoding step's linear layers alone (per layer q, k, v, o, gate, up,
+    down at `rows` rows, then the LM head), best of short rounds: what the matrix work of a
+    step could reach at this batch with nothing else in the way."""
+    import torch.nn.functional as F
+
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    kv = config.num_key_value_heads * getattr(config, "head_dim", h // config.num_attention_heads)
+    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]  # weight [out, in]
+    x = {n: torch.randn(rows, n).to(dtype) for n in {h, i}}
+    weights = [torch.randn(o, n).to(dtype) for o, n in shapes]
+    head = torch.randn(v, h).to(dtype)
+    flops = 2 * rows * (config.num_hidden_layers * sum(o * n for o, n in shapes) + v * h)
+
+    def step():
+        for _ in range(config.num_hidden_layers):
+            for w in weights:
+                F.linear(x[w.shape[1]], w)
+        F.linear(x[h], head)
+
+    step()  # warm-up
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        step()
+        best = max(best, flops / (time.perf_counter() - t0) / 1e9)
     return best
 
 
@@ -140,6 +170,12 @@ def main() -> None:
                                                      ("bfloat16", torch.bfloat16))}
     print(f"matmul peak at {torch.get_num_threads()} threads: " +
           ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()), file=sys.stderr)
+    rows = min(args.prompts * args.samples, 200)  # detoxkit run's default batch of rows
+    step_rates = {name: step_products_rate(lm.model.config, rows, dt)
+                  for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    print(f"a decoding step's linear layers alone at {rows} rows: " +
+          ", ".join(f"{k} {v:.0f} GFLOP/s ({v / peaks[k]:.2f} of its peak)"
+                    for k, v in step_rates.items()), file=sys.stderr)
     by_dtype = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -173,7 +209,8 @@ def main() -> None:
     print(json.dumps({"detoxkit_samples_per_s": round(ours_rate, 3),
                       "naive_samples_per_s": round(naive_rate, 3),
                       "ratio": round(ours_rate / naive_rate, 3), "by_dtype": by_dtype,
-                      "peak_gflop_per_s": {k: round(v, 1) for k, v in peaks.items()}}))
+                      "peak_gflop_per_s": {k: round(v, 1) for k, v in peaks.items()},
+                      "step_products_gflop_per_s": {k: round(v, 1) for k, v in step_rates.items()}}))
 
 
 if __name__ == "__main__":
