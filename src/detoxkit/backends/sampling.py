@@ -46,7 +46,7 @@ def nucleus_sample(logits: torch.Tensor, uniforms: torch.Tensor, *, temperature:
 
     The nucleus is the smallest set of most likely tokens whose mass reaches top_p (within
     TOP_P_TOLERANCE); `top_p` is one value, or one per row. Exact, but avoids sorting the whole
-    vocabulary: the nucleus is looked for among the top 64 tokens, then 1,024, 8,192, then all,
+    vocabulary: the nucleus is looked for among the top 256 tokens, then 2,048, 8,192, then all,
     for the rows that need more. Candidates are ordered by descending logit; `uniforms` holds
     one number per row. Temperature 0 is greedy decoding: the most likely token (the lowest id
     among equals).
@@ -69,7 +69,9 @@ def nucleus_sample(logits: torch.Tensor, uniforms: torch.Tensor, *, temperature:
         target = uniforms.to(cdf.device)[:, None].double() * cdf[:, -1:]
         return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=vocab - 1)
     reached = row_p - TOP_P_TOLERANCE
-    for k in (64, 1024, 8192, limit):
+    # half the rows of RTP prompts need more than 64 tokens, a tenth more than 1,024: this
+    # ladder took 20-30% less time than 64 / 1,024 / 8,192 on the same logits (same tokens)
+    for k in (256, 2048, 8192, limit):
         k = min(k, limit)
         # the first round takes every row: no copy of the logits
         values, index = torch.topk(logits if len(rows) == n else logits[rows], k, dim=-1)
