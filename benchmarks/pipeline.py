@@ -17,11 +17,13 @@ floating-point operation of one pipeline run is counted by torch's FlopCounterMo
 (generation and scoring: every matmul, attention product and LM head that ran). The
 achieved FLOP/s of the timed run (no counter attached) is printed as a fraction of each
 peak, next to the rate of one decoding step's linear layers run alone at the run's batch of
-rows (random weights of the model's shapes): the matrix work's own ceiling at that size. `--profile` runs each dtype once more under torch.profiler (not timed) and prints
-the operators that took the most time, and the wall time spent outside any operator. The
+rows (random weights of the model's shapes): the matrix work's own ceiling at that size.
+`--profile` runs each dtype once more under torch.profiler (not timed) and prints the
+operators that took the most time, and the wall time spent outside any operator. The
 last line printed is one JSON object: {"detoxkit_samples_per_s",
 "naive_samples_per_s", "ratio", "by_dtype": {dtype: {samples_per_s, gflop, gflop_per_s,
-of_bf16_peak, of_fp32_peak}}, "peak_gflop_per_s": {dtype: ...}}.
+of_bf16_peak, of_fp32_peak}}, "peak_gflop_per_s": {dtype: ...},
+"step_products_gflop_per_s": {dtype: ...}}.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 import torch
 
 from common import PROMPTS
+
+PRECISIONS = (("float32", torch.float32), ("bfloat16", torch.bfloat16))  # the peaks measured
 
 
 def naive(lm, scorer, prompts, samples: int, max_new_tokens: int) -> int:
@@ -150,6 +154,7 @@ def main() -> None:
                              "print the operators that took the most time")
     args = parser.parse_args()
 
+    from detoxkit.backends.base import CPU_BATCH_ROWS
     from detoxkit.backends.hf import load_lm
     from detoxkit.prompts import load_prompts
     from detoxkit.scorers import DEFAULT_SCORER, load_scorer
@@ -166,13 +171,11 @@ def main() -> None:
     naive_rate = n_naive / (time.perf_counter() - t0)
     print(f"naive loop:        {n_naive} samples, {naive_rate:.2f} samples/s", file=sys.stderr)
 
-    peaks = {name: matmul_peak(dt) for name, dt in (("float32", torch.float32),
-                                                     ("bfloat16", torch.bfloat16))}
+    peaks = {name: matmul_peak(dt) for name, dt in PRECISIONS}
     print(f"matmul peak at {torch.get_num_threads()} threads: " +
           ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()), file=sys.stderr)
-    rows = min(args.prompts * args.samples, 200)  # detoxkit run's default batch of rows
-    step_rates = {name: step_products_rate(lm.model.config, rows, dt)
-                  for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    rows = min(args.prompts * args.samples, CPU_BATCH_ROWS)  # detoxkit run's batch on a CPU
+    step_rates = {name: step_products_rate(lm.model.config, rows, dt) for name, dt in PRECISIONS}
     print(f"a decoding step's linear layers alone at {rows} rows: " +
           ", ".join(f"{k} {v:.0f} GFLOP/s ({v / peaks[k]:.2f} of its peak)"
                     for k, v in step_rates.items()), file=sys.stderr)

@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DetoxkitError
 
+# sequences per generate call on a CPU when the user does not set --batch-size: about 8
+# prompts x 25 samples share each decoding forward
+CPU_BATCH_ROWS = 200
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..methods.base import DetoxMethod
 
@@ -125,7 +129,7 @@ class Backend(ABC):
 
     def default_batch_rows(self) -> int:
         """Sequences per generate call when the user does not set --batch-size."""
-        return 200
+        return CPU_BATCH_ROWS
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
         """Whether `exc` means the batch was too big (the runner halves it and retries)."""

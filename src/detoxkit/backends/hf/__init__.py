@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import DetoxkitError
-from ..base import Backend, Capabilities, Request, Sample, SamplingConfig
+from ..base import CPU_BATCH_ROWS, Backend, Capabilities, Request, Sample, SamplingConfig
 from .models import LoadedLM, clear_cache, load_lm, resolve_device, resolve_dtype
 
 
@@ -56,8 +56,8 @@ class HFBackend(Backend):
         return published_nll(self.lm, prompts, continuations, separate, batch_size=self.nll_batch_size)
 
     def default_batch_rows(self) -> int:
-        # CPU: ~8 prompts x 25 samples per forward; a GPU takes much more
-        return 1024 if str(self.lm.model.device).startswith("cuda") else 200
+        # a GPU takes much more than a CPU
+        return 1024 if str(self.lm.model.device).startswith("cuda") else CPU_BATCH_ROWS
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
         import torch
