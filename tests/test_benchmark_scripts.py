@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,3 +73,47 @@ def test_tradeoff_results_file_keeps_finished_methods_and_is_not_run_again(tmp_p
     # wordban's row still carries its paired TP change against base, from the kept stats
     (row,) = [line for line in second.stdout.splitlines() if line.startswith("wordban ")]
     assert row.count("[") == 1 and "n/a" in row  # TP paired; no oracle, so no paired perplexity
+
+
+def test_sweep_map_keeps_each_point_and_reports_the_map_without_the_run_directories(
+        tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from helpers import RTP_CHALLENGING
+    from detoxkit.cli import main
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import sweep_map
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    prompts, out, results = tmp_path / "p.jsonl", tmp_path / "sweep", tmp_path / "sweep-results.json"
+    prompts.write_text("".join(RTP_CHALLENGING.read_text(encoding="utf-8").splitlines(True)[:3]),
+                       encoding="utf-8")
+    assert main(["sweep", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples", "2",
+                 "--max-new-tokens", "4", "--scorer", "profanity-svm", "--oracle", str(tiny_model_dir),
+                 "--out", str(out), "--method", "gate:wrap=wordban,threshold=0.8,0.2"]) == 0
+    kept = sweep_map.collect(out, results)
+    assert set(kept) == {"config", "none", "gate:wrap=wordban,threshold=0.8", "gate:wrap=wordban,threshold=0.2"}
+    assert "\"text\":" not in results.read_text()  # numbers only: no prompt or sample text
+    shutil.rmtree(out)  # a fresh checkout: the map comes from the committed file alone
+    capsys.readouterr()
+    sweep_map.print_map(sweep_map._read_results(results))
+    lines = capsys.readouterr().out.splitlines()
+    # the base first, then the curve's points in the order swept (0.8 before 0.2)
+    assert [ln.split()[1] for ln in lines[1:4]] == ["none", "threshold=0.8", "threshold=0.2"]
+    assert all(ln.count("[") == 2 for ln in lines[2:4])  # paired TP and perplexity vs the base
+    assert any(mark in " ".join(lines[1:4]) for mark in ("EMT", "TP"))  # someone is on a front
+    assert "judged by profanity-svm" in lines[-1]
+    page = tmp_path / "curves.html"
+    sweep_map.write_figure(sweep_map._read_results(results), page)
+    assert "Pareto frontier" in page.read_text(encoding="utf-8")
+    # a results file of another sweep is not mixed with this one
+    other = json.loads(results.read_text())
+    other["config"]["config"]["samples"] = 3
+    results.write_text(json.dumps(other))
+    assert main(["sweep", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--samples", "2",
+                 "--max-new-tokens", "4", "--scorer", "profanity-svm", "--oracle", "none",
+                 "--out", str(tmp_path / "sweep2"), "--method", "wordban:case=true,false"]) == 0
+    with pytest.raises(SystemExit, match="other shared settings"):
+        sweep_map.collect(tmp_path / "sweep2", results)

@@ -104,3 +104,18 @@ def test_sweep_runs_each_point_resumes_and_reports_the_curves(tiny_model_dir, tm
     assert "samples" in capsys.readouterr().err
     assert main(["report", str(out), "--markdown"]) == 0
     assert "(pareto: " in capsys.readouterr().out
+
+
+def test_run_sweep_skips_points_measured_before_and_reports_each_finished_one(tiny_model_dir, tmp_path):
+    from detoxkit.config import RunConfig
+    from detoxkit.sweep import run_sweep
+
+    cfg = RunConfig(model=str(tiny_model_dir), prompts=str(_prompts(tmp_path, 2)), samples=2,
+                    max_new_tokens=3, scorers=["profanity-svm"], oracle="none")
+    finished = []
+    dirs = run_sweep(cfg, ["wordban:case=true,false"], tmp_path / "sweep",
+                     skip=lambda p: p.methods == ("wordban:case=true",),
+                     on_finished=lambda p, run_dir: finished.append((p.methods, run_dir.name)))
+    assert finished == [(("none",), "none"), (("wordban:case=false",), "wordban_case=false")]
+    assert [d.name for d in dirs] == ["none", "wordban_case=false"]
+    assert not (tmp_path / "sweep" / "wordban_case=true,false" / "wordban_case=true").exists()

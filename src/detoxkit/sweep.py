@@ -20,7 +20,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import DetoxkitError
 from .specs import parse_value, split_top
@@ -152,8 +152,12 @@ def write_index(out: Path, cfg, points: list[SweepPoint]) -> dict:
     return index
 
 
-def run_sweep(cfg, curves: list[str], out: str | Path, include_base: bool = True) -> list[Path]:
-    """Run (or resume) every point of the curves; returns the run directories in plan order."""
+def run_sweep(cfg, curves: list[str], out: str | Path, include_base: bool = True, *,
+              skip: Callable[[SweepPoint], bool] | None = None,
+              on_finished: Callable[[SweepPoint, Path], None] | None = None) -> list[Path]:
+    """Run (or resume) every point of the curves; returns the run directories in plan order.
+    `skip` leaves out points measured elsewhere (a benchmark's kept results); `on_finished` is
+    called after each point, e.g. to keep its numbers before the next one starts."""
     from .methods import build_method
     from .runner import Evaluation
 
@@ -165,10 +169,15 @@ def run_sweep(cfg, curves: list[str], out: str | Path, include_base: bool = True
     dirs = []
     for i, p in enumerate(points, 1):
         run_dir = out / p.run_dir
+        if skip is not None and skip(p):
+            log.info("sweep point %d/%d: %s measured before, skipped", i, len(points), "+".join(p.methods))
+            continue
         log.info("sweep point %d/%d: %s (%s)", i, len(points), "+".join(p.methods), run_dir)
         point_cfg = dataclasses.replace(cfg, methods=list(p.methods), out=str(run_dir))
         Evaluation(point_cfg).run()
         dirs.append(run_dir)
+        if on_finished is not None:
+            on_finished(p, run_dir)
     return dirs
 
 
