@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -157,6 +158,8 @@ def main(argv=None) -> int:
     # file must match a sweep resumed from another checkout
     os.chdir(ROOT)
     if args.run:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,  # the runs' progress lines
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         args.prompts_file = args.out.parent / f"sweep-challenging_toxic_first{args.prompts}.jsonl"
         if not args.prompts_file.exists():
             args.prompts_file.parent.mkdir(parents=True, exist_ok=True)
