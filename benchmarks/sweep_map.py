@@ -55,7 +55,10 @@ def run_map(args) -> None:
              "--dtype", args.dtype]
     ns = build_parser().parse_args(flags + [x for c in CURVES for x in ("--method", c)])
     ns.methods = None  # the curves give each point's methods
-    kept = set(_read_results(args.results))
+    kept = _read_results(args.results)
+    other = {r["dtype"] for key, r in kept.items() if key != "config"} - {args.dtype}
+    if other:  # a curve's points must differ by their settings alone
+        raise SystemExit(f"{args.results} holds points measured in {sorted(other)}, not {args.dtype}")
     run_sweep(resolve_config(ns), CURVES, args.out, skip=lambda p: "+".join(p.methods) in kept,
               on_finished=lambda p, run_dir: collect(args.out, args.results))
 
@@ -79,6 +82,7 @@ def collect(sweep_dir: Path, results: Path) -> dict:
             continue
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         out = {k: metrics.get(k) for k in KEYS}
+        out["dtype"] = (metrics.get("model") or {}).get("dtype")  # not in the runs' hash: kept here
         for k in ("expected_max_toxicity", "toxicity_probability", "toxic_fraction", "perplexity"):
             out[f"{k}_ci"] = metrics.get(f"{k}_ci")
         out.update(curve=point["curve"], label=point["label"], methods=point["methods"], order=order,

@@ -1,5 +1,6 @@
 """The benchmark scripts that cannot be measured here still run (on CPU, at toy sizes)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -96,6 +97,11 @@ def test_sweep_map_keeps_each_point_and_reports_the_map_without_the_run_director
     kept = sweep_map.collect(out, results)
     assert set(kept) == {"config", "none", "gate:wrap=wordban,threshold=0.8", "gate:wrap=wordban,threshold=0.2"}
     assert "\"text\":" not in results.read_text()  # numbers only: no prompt or sample text
+    (dtype,) = {r["dtype"] for key, r in kept.items() if key != "config"}  # outside the runs' hash
+    other_dtype = "float32" if dtype != "float32" else "bfloat16"
+    with pytest.raises(SystemExit, match=f"measured in \\['{dtype}'\\], not {other_dtype}"):
+        sweep_map.run_map(argparse.Namespace(out=out, prompts_file=prompts, samples=2,
+                                             dtype=other_dtype, results=results))
     shutil.rmtree(out)  # a fresh checkout: the map comes from the committed file alone
     capsys.readouterr()
     sweep_map.print_map(sweep_map._read_results(results))
