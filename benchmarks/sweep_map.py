@@ -30,7 +30,7 @@ from common import PROMPTS, ROOT
 from tradeoff import KEYS, _fmt, _per_prompt_stats, _read_results, _write_result, paired_cells
 
 CURVES = [
-    "vocab-shift:strength=1,3,5,8",
+    "vocab-shift:strength=1,3,5,8,12,16",
     "cfl:strength=10,20,40,60",
     "trace:strength=1,3,6",
     "dexperts:alpha=0.5,1,2",
@@ -78,7 +78,11 @@ def collect(sweep_dir: Path, results: Path) -> dict:
     for order, point in enumerate(index["points"]):
         run_dir = sweep_dir / point["run"]
         key = "+".join(point["methods"])
-        if key in kept or not (run_dir / "metrics.json").exists():
+        if key in kept:  # measured before: it takes the curve the sweep now gives it
+            kept[key].update(curve=point["curve"], label=point["label"], order=order)
+            _write_result(results, key, kept[key])
+            continue
+        if not (run_dir / "metrics.json").exists():
             continue
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         out = {k: metrics.get(k) for k in KEYS}
@@ -97,10 +101,14 @@ def as_runs(kept: dict):
     sweep's order: the base first, then each curve's points as swept."""
     from detoxkit.report.runs import Run
 
-    points = sorted((r["order"], key, r) for key, r in kept.items() if key != "config")
+    kept = {key: r for key, r in kept.items() if key != "config"}
+    first: dict[str, int] = {}  # a curve extended later (more values) still prints as one
+    for r in sorted(kept.values(), key=lambda r: r["order"]):
+        first.setdefault(r["curve"], r["order"])
+    points = sorted((first[r["curve"]], r["order"], key, r) for key, r in kept.items())
     return [Run(path=Path(key), label=key, metrics=r,
                 sweep={"curve": r["curve"], "label": r["label"], "values": []})
-            for _, key, r in points]
+            for _, _, key, r in points]
 
 
 def ambition(r: dict, base: dict) -> str:

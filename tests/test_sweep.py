@@ -119,3 +119,21 @@ def test_run_sweep_skips_points_measured_before_and_reports_each_finished_one(ti
     assert finished == [(("none",), "none"), (("wordban:case=false",), "wordban_case=false")]
     assert [d.name for d in dirs] == ["none", "wordban_case=false"]
     assert not (tmp_path / "sweep" / "wordban_case=true,false" / "wordban_case=true").exists()
+
+
+def test_a_curve_given_more_values_reuses_its_finished_points(tiny_model_dir, tmp_path):
+    prompts, out = _prompts(tmp_path, 2), tmp_path / "sweep"
+    common = ["sweep", "--model", str(tiny_model_dir), "--prompts", str(prompts), *FAST, "--out", str(out)]
+    assert main(common + ["--method", "gate:wrap=wordban,threshold=0.8"]) == 0
+    first = json.loads((out / "sweep.json").read_text())["points"][1]
+    done = out / first["run"] / "generations.jsonl"
+    before = done.read_bytes()
+    assert main(common + ["--method", "gate:wrap=wordban,threshold=0.8,0.2"]) == 0
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert [p["methods"] for p in points] == [["none"], ["gate:wrap=wordban,threshold=0.8"],
+                                              ["gate:wrap=wordban,threshold=0.2"]]
+    # one curve now, named by the latest command; the finished point kept its directory and samples
+    assert {p["curve"] for p in points[1:]} == {"gate:wrap=wordban,threshold=0.8,0.2"}
+    assert points[1]["run"] == first["run"] and done.read_bytes() == before
+    runs = load_runs([out])
+    assert {r.sweep["curve"] for r in runs[1:]} == {"gate:wrap=wordban,threshold=0.8,0.2"}

@@ -144,8 +144,13 @@ def write_index(out: Path, cfg, points: list[SweepPoint]) -> dict:
             raise DetoxkitError(f"{path} is a sweep with other shared settings ({'; '.join(changes)}): "
                                 "its curves would not be comparable. Use another --out directory.")
         entries = old.get("points", [])
-    known = {tuple(e["methods"]) for e in entries}
-    entries += [_point_entry(p) for p in points if p.methods not in known]
+    known = {tuple(e["methods"]): e for e in entries}
+    for p in points:
+        entry = _point_entry(p)
+        if p.methods in known:  # the latest curves name the point; its directory stays
+            known[p.methods].update({k: v for k, v in entry.items() if k != "run"})
+        else:
+            entries.append(entry)
     index = {"version": 1, "config": shared, "points": entries}
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, index)
@@ -165,10 +170,13 @@ def run_sweep(cfg, curves: list[str], out: str | Path, include_base: bool = True
     points = plan(curves, include_base)
     for p in points:  # a bad spec fails before the first run, not after an hour of them
         build_method(list(p.methods))
-    write_index(out, cfg, points)
+    index = write_index(out, cfg, points)
+    # a point keeps the directory it was first run in, so a curve given more values later
+    # (alpha=0.5,1 -> alpha=0.5,1,2) reuses its finished points
+    run_of = {tuple(e["methods"]): e["run"] for e in index["points"]}
     dirs = []
     for i, p in enumerate(points, 1):
-        run_dir = out / p.run_dir
+        run_dir = out / run_of[p.methods]
         if skip is not None and skip(p):
             log.info("sweep point %d/%d: %s measured before, skipped", i, len(points), "+".join(p.methods))
             continue
