@@ -29,15 +29,15 @@ from pathlib import Path
 from common import PROMPTS, ROOT
 from tradeoff import KEYS, _fmt, _per_prompt_stats, _read_results, _write_result, paired_cells
 
-CURVES = [
+CURVES = [  # run in this order: the cheap single methods, then the strong ones and their chains
     "vocab-shift:strength=1,3,5,8,12,16",
     "cfl:strength=10,20,40,60",
-    "trace:strength=1,3,6",
     "dexperts:alpha=0.5,1,2",
     "cfl+vocab-shift:strength=5+dexperts:alpha=0.5,1,2",
-    "cfl:strength=20,40+dexperts:alpha=0.5,1",
+    "trace:strength=1,3,6",
     "gedi:weight=10,30,60",
     "gate:wrap=(dexperts:alpha=2.0),threshold=0.3,0.5,0.7",
+    "cfl:strength=20,40+dexperts:alpha=0.5,1",
 ]
 JUDGE = "jigsaw-bilstm"
 RESULTS = ROOT / "benchmarks" / "sweep-results.json"
