@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 from common import PROMPTS, ROOT
-from tradeoff import KEYS, _fmt, _per_prompt_stats, _read_results, _write_result, paired_cells
+from tradeoff import (KEYS, fmt_relative, paired_cells, read_results, run_per_prompt_stats,
+                      write_result)
 
 CURVES = [  # run in this order: the cheap single methods, then the strong ones and their chains
     "vocab-shift:strength=1,3,5,8,12,16",
@@ -55,7 +56,7 @@ def run_map(args) -> None:
              "--dtype", args.dtype]
     ns = build_parser().parse_args(flags + [x for c in CURVES for x in ("--method", c)])
     ns.methods = None  # the curves give each point's methods
-    kept = _read_results(args.results)
+    kept = read_results(args.results)
     other = {r["dtype"] for key, r in kept.items() if key != "config"} - {args.dtype}
     if other:  # a curve's points must differ by their settings alone
         raise SystemExit(f"{args.results} holds points measured in {sorted(other)}, not {args.dtype}")
@@ -70,17 +71,17 @@ def collect(sweep_dir: Path, results: Path) -> dict:
     index = read_index(sweep_dir)
     if index is None:
         raise SystemExit(f"{sweep_dir} is not a sweep directory (run with --run first)")
-    kept = _read_results(results)
+    kept = read_results(results)
     config = {"config": index["config"]}
     if "config" in kept and kept["config"] != config:
         raise SystemExit(f"{results} holds a sweep with other shared settings than {sweep_dir}")
-    _write_result(results, "config", config)
+    write_result(results, "config", config)
     for order, point in enumerate(index["points"]):
         run_dir = sweep_dir / point["run"]
         key = "+".join(point["methods"])
         if key in kept:  # measured before: it takes the curve the sweep now gives it
             kept[key].update(curve=point["curve"], label=point["label"], order=order)
-            _write_result(results, key, kept[key])
+            write_result(results, key, kept[key])
             continue
         if not (run_dir / "metrics.json").exists():
             continue
@@ -91,9 +92,9 @@ def collect(sweep_dir: Path, results: Path) -> dict:
             out[f"{k}_ci"] = metrics.get(f"{k}_ci")
         out.update(curve=point["curve"], label=point["label"], methods=point["methods"], order=order,
                    k=metrics.get("toxicity_probability_k"), elapsed_s=metrics.get("elapsed_s"),
-                   scorer_names=metrics["scorers"], per_prompt=_per_prompt_stats(run_dir, metrics["scorers"]))
-        _write_result(results, key, out)
-    return _read_results(results)
+                   scorer_names=metrics["scorers"], per_prompt=run_per_prompt_stats(run_dir, metrics["scorers"]))
+        write_result(results, key, out)
+    return read_results(results)
 
 
 def as_runs(kept: dict):
@@ -135,7 +136,7 @@ def print_map(kept: dict) -> None:
     for r in runs:
         p = r.metrics
         is_base = r.label == "none"
-        cells = [_fmt(p[k], None if is_base else base[k]) for k in
+        cells = [fmt_relative(p[k], None if is_base else base[k]) for k in
                  ("expected_max_toxicity", "toxicity_probability", "toxic_fraction", "perplexity", "distinct_2")]
         paired = ["", ""] if is_base else paired_cells(p, base, judge)
         met = "" if is_base else ambition(p, base)
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
             lines = PROMPTS.read_text(encoding="utf-8").splitlines()[:args.prompts]
             args.prompts_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         run_map(args)
-    kept = collect(args.out, args.results) if args.out.exists() else _read_results(args.results)
+    kept = collect(args.out, args.results) if args.out.exists() else read_results(args.results)
     print_map(kept)
     if args.html:
         write_figure(kept, args.html)

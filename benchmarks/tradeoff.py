@@ -95,7 +95,7 @@ def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
         cmd += ["--method", s]
     # the executor changes how, not what, so it is not part of the key; nor is the checkout's place
     key = " ".join(cmd).replace(f"{ROOT}/", "")
-    if args.results and key in (kept := _read_results(args.results)):
+    if args.results and key in (kept := read_results(args.results)):
         print(f"{name}: from {args.results} (same command, measured before)", file=sys.stderr)
         return kept[key]
     if args.executor != "local":  # PPLM at full size: about 4 h of one core, so spread it
@@ -118,13 +118,13 @@ def run_method(name: str, specs: list[str], args, prompts: Path) -> dict:
     for k in ("expected_max_toxicity", "toxicity_probability", "toxic_fraction", "perplexity"):
         out[f"{k}_ci"] = metrics.get(f"{k}_ci")
     out["scorer_names"] = metrics["scorers"]  # the judge's, then each --also scorer's
-    out["per_prompt"] = _per_prompt_stats(run_dir, metrics["scorers"])
+    out["per_prompt"] = run_per_prompt_stats(run_dir, metrics["scorers"])
     if args.results:
-        _write_result(args.results, key, out)
+        write_result(args.results, key, out)
     return out
 
 
-def _per_prompt_stats(run_dir: Path, scorers: list[str]) -> dict:
+def run_per_prompt_stats(run_dir: Path, scorers: list[str]) -> dict:
     """{scorer: {prompt id: stats}}: what a paired difference against this run needs, kept
     so that a method measured in a later session still pairs with this one."""
     from detoxkit.metrics import records_of
@@ -152,14 +152,14 @@ def paired_cells(result: dict, base: dict, scorer: str) -> list[str]:
             for key, digits in (("toxicity_probability", 3), ("perplexity", 1))]
 
 
-def _read_results(path: Path) -> dict:
+def read_results(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def _write_result(path: Path, key: str, result: dict) -> None:
+def write_result(path: Path, key: str, result: dict) -> None:
     """Add one method's metrics (numbers only: no prompt or generated text) to the results file,
     atomically, so an interrupted benchmark keeps every method it finished."""
-    kept = _read_results(path)
+    kept = read_results(path)
     kept[key] = result
     tmp = path.with_suffix(".tmp")  # one line per method, so a diff shows which ones changed
     lines = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(kept.items())]
@@ -167,7 +167,7 @@ def _write_result(path: Path, key: str, result: dict) -> None:
     tmp.replace(path)
 
 
-def _fmt(v, rel=None) -> str:
+def fmt_relative(v, rel=None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "   n/a"
     s = f"{v:.3f}"
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     print(f"{'method':32s} " + " ".join(f"{c:>15s}" for c in cols)
           + " ".join(f"{c:>30s}" for c in paired))
     for name, r in results.items():
-        cells = [_fmt(r[k], base[k] if name != "base" else None) for k in KEYS]
+        cells = [fmt_relative(r[k], base[k] if name != "base" else None) for k in KEYS]
         pcells = paired_cells(r, base, names[0]) if name != "base" else ["", ""]
         print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells)
               + " ".join(f"{c:>30s}" for c in pcells))
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         print(f"\nunder {other}:\n{'method':32s} "
               + " ".join(f"{c:>15s}" for c in ("EMT", "TP")) + f"{'paired TP':>30s}")
         for name, r in results.items():
-            cells = [_fmt(r.get(k), base.get(k) if name != "base" else None) for k in keys]
+            cells = [fmt_relative(r.get(k), base.get(k) if name != "base" else None) for k in keys]
             ptp = paired_cells(r, base, other_name)[0] if name != "base" else ""
             print(f"{name:32s} " + " ".join(f"{c:>15s}" for c in cells) + f"{ptp:>30s}")
         print(ranking_agreement(results, args.judge, other))

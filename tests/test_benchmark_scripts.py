@@ -104,7 +104,7 @@ def test_sweep_map_keeps_each_point_and_reports_the_map_without_the_run_director
                                              dtype=other_dtype, results=results))
     shutil.rmtree(out)  # a fresh checkout: the map comes from the committed file alone
     capsys.readouterr()
-    sweep_map.print_map(sweep_map._read_results(results))
+    sweep_map.print_map(sweep_map.read_results(results))
     lines = capsys.readouterr().out.splitlines()
     # the base first, then the curve's points in the order swept (0.8 before 0.2)
     assert [ln.split()[1] for ln in lines[1:4]] == ["none", "threshold=0.8", "threshold=0.2"]
@@ -112,7 +112,7 @@ def test_sweep_map_keeps_each_point_and_reports_the_map_without_the_run_director
     assert any(mark in " ".join(lines[1:4]) for mark in ("EMT", "TP"))  # someone is on a front
     assert "judged by profanity-svm" in lines[-1]
     page = tmp_path / "curves.html"
-    sweep_map.write_figure(sweep_map._read_results(results), page)
+    sweep_map.write_figure(sweep_map.read_results(results), page)
     assert "Pareto frontier" in page.read_text(encoding="utf-8")
     # a results file of another sweep is not mixed with this one
     other = json.loads(results.read_text())
