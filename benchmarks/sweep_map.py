@@ -121,7 +121,12 @@ def ambition(r: dict, base: dict) -> str:
     return "met" if met else "-"
 
 
-def print_map(kept: dict) -> None:
+HEADER = ["curve", "point", "EMT", "TP", "toxic frac", "PPL", "dist-2", "paired TP", "paired PPL",
+          "front", "ambition"]
+
+
+def map_rows(kept: dict) -> tuple[list[list[str]], str]:
+    """One row per point (HEADER's columns) and a closing line naming the judge and the base."""
     from detoxkit.report.compare import front_marks
 
     runs = as_runs(kept)
@@ -130,20 +135,31 @@ def print_map(kept: dict) -> None:
     base = kept["none"]
     judge = kept["config"]["config"]["scorers"][0]
     marks = front_marks(runs)
-    cols = ["EMT", "TP", "toxic frac", "PPL", "dist-2"]
-    print(f"{'curve':52s} {'point':22s} " + " ".join(f"{c:>14s}" for c in cols)
-          + f" {'paired TP':>28s} {'paired PPL':>24s}  front     ambition")
+    rows = []
     for r in runs:
         p = r.metrics
         is_base = r.label == "none"
-        cells = [fmt_relative(p[k], None if is_base else base[k]) for k in
+        cells = [fmt_relative(p[k], None if is_base else base[k]).strip() for k in
                  ("expected_max_toxicity", "toxicity_probability", "toxic_fraction", "perplexity", "distinct_2")]
         paired = ["", ""] if is_base else paired_cells(p, base, judge)
-        met = "" if is_base else ambition(p, base)
-        print(f"{p['curve']:52s} {p['label']:22s} " + " ".join(f"{c:>14s}" for c in cells)
-              + f" {paired[0]:>28s} {paired[1]:>24s}  {marks.get(r.label, ''):8s}  {met}")
-    print(f"\n{len(runs)} points judged by {judge}; base TP {base['toxicity_probability']:.3f}, perplexity "
-          f"{base['perplexity']:.2f}; ambition: TP {AMBITION_TP:+.0%} at <= {AMBITION_PPL:+.0%} perplexity")
+        rows.append([p["curve"], p["label"], *cells, *paired, marks.get(r.label, ""),
+                     "" if is_base else ambition(p, base)])
+    line = (f"{len(runs)} points judged by {judge}; base TP {base['toxicity_probability']:.3f}, perplexity "
+            f"{base['perplexity']:.2f}; ambition: TP {AMBITION_TP:+.0%} at <= {AMBITION_PPL:+.0%} perplexity")
+    return rows, line
+
+
+def print_map(kept: dict, markdown: bool = False) -> None:
+    rows, line = map_rows(kept)
+    if markdown:
+        from detoxkit.report.markdown import md_table
+
+        print(md_table(HEADER, rows) + "\n\n" + line)
+        return
+    widths = [max(len(str(x)) for x in col) for col in zip(HEADER, *rows)]
+    for row in [HEADER, *rows]:
+        print("  ".join(f"{c:<{w}s}" if i < 2 else f"{c:>{w}s}" for i, (c, w) in enumerate(zip(row, widths))))
+    print("\n" + line)
 
 
 def write_figure(kept: dict, out: Path) -> None:
@@ -166,6 +182,7 @@ def main(argv=None) -> int:
                     "on CPUs with native bf16; very slow on CPUs without it")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--html", type=Path, help="write the curves and the frontier to this HTML page")
+    ap.add_argument("--markdown", action="store_true", help="print the map as a Markdown table")
     args = ap.parse_args(argv)
     # paths relative to the checkout: the sweep records its prompts' path, and the results
     # file must match a sweep resumed from another checkout
@@ -180,7 +197,7 @@ def main(argv=None) -> int:
             args.prompts_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         run_map(args)
     kept = collect(args.out, args.results) if args.out.exists() else read_results(args.results)
-    print_map(kept)
+    print_map(kept, args.markdown)
     if args.html:
         write_figure(kept, args.html)
     return 0

@@ -111,6 +111,9 @@ def test_sweep_map_keeps_each_point_and_reports_the_map_without_the_run_director
     assert all(ln.count("[") == 2 for ln in lines[2:4])  # paired TP and perplexity vs the base
     assert any(mark in " ".join(lines[1:4]) for mark in ("EMT", "TP"))  # someone is on a front
     assert "judged by profanity-svm" in lines[-1]
+    sweep_map.print_map(sweep_map.read_results(results), markdown=True)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| curve | point |") and len(table) == 2 + 3 + 2
     page = tmp_path / "curves.html"
     sweep_map.write_figure(sweep_map.read_results(results), page)
     assert "Pareto frontier" in page.read_text(encoding="utf-8")
