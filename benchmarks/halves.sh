@@ -78,6 +78,7 @@ step() {
         --also jigsaw-bilstm --only base --extra \
         "wordban-a=wordban:words=$A/banned_words.txt" \
         "vocab-shift-a=vocab-shift:path=$A/vocab_shift.safetensors" \
+        "vocab-shift12-a=vocab-shift:strength=12,path=$A/vocab_shift.safetensors" \
         "cfl-a=cfl:path=$A/cfl.safetensors" "cfl40-a=cfl:strength=40,path=$A/cfl.safetensors" \
         "dexperts-a=dexperts:alpha=2.0,$X" "gedi-a=gedi:path=$A/gedi" \
         "trace-a=trace:classifier=$A/trace-nontoxic.safetensors" \
