@@ -35,7 +35,7 @@ CURVES = [  # run in this order: the cheap single methods, then the strong ones 
     "cfl:strength=10,20,40,60",
     "dexperts:alpha=0.5,1,2",
     "cfl+vocab-shift:strength=5+dexperts:alpha=0.5,1,2",
-    "trace:strength=1,3,6",
+    "trace:strength=1,3,6,10,16",
     "gedi:weight=10,30,60",
     "gate:wrap=(dexperts:alpha=2.0),threshold=0.3,0.5,0.7",
     "cfl:strength=20,40+dexperts:alpha=0.5,1",
