@@ -188,3 +188,49 @@ def test_shipped_artefacts_are_well_formed():
         meta = adapter_meta(d)
         assert meta["rank"] == 8 and len(meta["layers"]) == 4
         assert sum(f.stat().st_size for f in d.rglob("*")) < 3_000_000
+
+
+def test_adapter_training_resumes_from_its_checkpoint(small_corpus, tiny_model_dir, tmp_path,
+                                                      monkeypatch, caplog):
+    """A training killed after a checkpoint resumes from it; its adapters equal an uninterrupted
+    training's; a rerun after the end has nothing to do; other settings are refused."""
+    from safetensors.torch import load_file
+
+    import detoxkit.methods.lora as lora
+    from detoxkit.errors import DetoxkitError
+    from detoxkit.training.adapters import GeDiConfig, train_gedi
+
+    monkeypatch.setenv("DETOXKIT_CORPUS", str(small_corpus))
+    config = dict(model=str(tiny_model_dir), rows=64, steps=7, batch=4, max_len=16, layers=1,
+                  checkpoint_every=3)
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train_gedi(GeDiConfig(**config, out=str(whole)))
+    assert not (whole / "checkpoints").exists()  # spent once the adapters are whole
+
+    def crash(*args, **kwargs):  # the process dies before the adapters are saved
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(lora.TopLayers, "save_adapters", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_gedi(GeDiConfig(**config, out=str(resumed)))
+    monkeypatch.undo()
+    monkeypatch.setenv("DETOXKIT_CORPUS", str(small_corpus))
+    assert (resumed / "checkpoints" / "latest").read_text() == "step-6"
+    with pytest.raises(DetoxkitError, match="checkpoint of a run with other settings"):
+        train_gedi(GeDiConfig(**{**config, "lr": 5e-4}, out=str(resumed)))
+    caplog.set_level("INFO")
+    train_gedi(GeDiConfig(**config, out=str(resumed)))
+    assert "(step 6 of 7)" in caplog.text
+    for name in ("nontoxic", "toxic"):
+        a, b = (load_file(str(d / name / "adapter_model.safetensors")) for d in (whole, resumed))
+        assert set(a) == set(b)
+        for k in a:
+            assert float((a[k] - b[k]).abs().max()) <= 1e-5, k
+    meta_a, meta_b = (json.loads((d / "detoxkit.json").read_text()) for d in (whole, resumed))
+    assert abs(meta_a["logit_scale"] - meta_b["logit_scale"]) <= 1e-5
+    assert meta_a["loss_last10"] == pytest.approx(meta_b["loss_last10"], abs=1e-4)
+    caplog.clear()
+    train_gedi(GeDiConfig(**config, out=str(resumed)))  # done: nothing to do
+    assert "nothing to do" in caplog.text
+    with pytest.raises(DetoxkitError, match="other settings"):
+        train_gedi(GeDiConfig(**{**config, "steps": 8}, out=str(resumed)))

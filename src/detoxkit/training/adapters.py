@@ -5,12 +5,19 @@ layers (the fused two-adapter runtime of methods/lora.py), from the corpus's tra
 - gedi: GeDi's class-conditional LM, one adapter per control code, hybrid loss with a learned
   scale of the class log-likelihoods (GeDi's train_GeDi.py with --logit_scale, as its
   scripts/run_training.sh runs it).
+
+A training writes a resumable checkpoint (training/lm_checkpoint.py) every `checkpoint_every`
+steps into <out>/checkpoints: the same command, rerun after a kill, continues from the last one,
+and a rerun after the end has nothing to do.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +26,12 @@ from typing import Any
 from ..artefacts import output_path
 from ..corpus import clean_text, training_rows
 from ..progress import Progress
-from .base import GeneratorConfig, Trainer, corpus_guided_by, corpus_half_setting, load_generator, setting
+from .base import (GeneratorConfig, Trainer, corpus_guided_by, corpus_half_setting, load_generator,
+                   command_line, setting, settings_record)
 
 log = logging.getLogger(__name__)
+
+EXECUTION_ONLY = ("out", "device", "checkpoint_every")  # settings the adapters do not depend on
 
 
 @dataclass
@@ -35,6 +45,7 @@ class ExpertsConfig(GeneratorConfig):
     lr: float = setting(1e-3, "AdamW learning rate (warm-up 10 steps, then linear decay)")
     seed: int = setting(0, "seed of the rows, batches and initialisation")
     corpus_half: str | None = corpus_half_setting()
+    checkpoint_every: int = setting(25, "write a resumable checkpoint every N steps (0: never)")
     out: str | None = setting(None, "output directory (default: the cache, "
                                     "$DETOXKIT_HOME/methods/experts/<model key>)")
 
@@ -49,10 +60,9 @@ class GeDiConfig(ExpertsConfig):
                                     "$DETOXKIT_HOME/methods/gedi/<model key>)")
 
 
-def _batches(texts: list[str], labels: list[int], tokenizer, batch: int, max_len: int, seed: int):
-    """Balanced batches: batch/2 non-toxic rows, then batch/2 toxic rows."""
-    import torch
-
+def _batch_rows(labels: list[int], batch: int, seed: int):
+    """Balanced batches of row indices, endlessly: batch/2 non-toxic rows, then batch/2 toxic
+    rows. A function of the seed alone, so a resumed training skips the batches it has read."""
     rng = random.Random(seed)
     by_class = [[i for i, y in enumerate(labels) if y == c] for c in (0, 1)]
     half = max(1, batch // 2)
@@ -60,10 +70,15 @@ def _batches(texts: list[str], labels: list[int], tokenizer, batch: int, max_len
         for pool in by_class:
             rng.shuffle(pool)
         for start in range(0, min(map(len, by_class)) - half + 1, half):
-            idx = by_class[0][start:start + half] + by_class[1][start:start + half]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                            truncation=True, max_length=max_len, add_special_tokens=False)
-            yield enc["input_ids"], enc["attention_mask"], torch.tensor([labels[i] for i in idx])
+            yield by_class[0][start:start + half] + by_class[1][start:start + half]
+
+
+def _encode(idx: list[int], texts: list[str], labels: list[int], tokenizer, max_len: int):
+    import torch
+
+    enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                    max_length=max_len, add_special_tokens=False)
+    return enc["input_ids"], enc["attention_mask"], torch.tensor([labels[i] for i in idx])
 
 
 def _lower_hidden(model, first: int, ids, mask):
@@ -121,25 +136,39 @@ def _mean(values: list[float]) -> float:
 
 def train_adapters(config: ExpertsConfig, kind: str) -> Path:
     """Two LoRA adapters on the top `layers` layers of the generator, saved in PEFT's format
-    (adapter_config.json + adapter_model.safetensors per adapter, detoxkit.json)."""
+    (adapter_config.json + adapter_model.safetensors per adapter, detoxkit.json). Resumes from
+    <out>/checkpoints when they are there."""
     import torch
 
     from ..methods.experts import model_key
     from ..methods.lora import TopLayers
+    from .lm_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from .lm_adapter import finished_output
 
+    t0 = time.time()
     gen_weight = getattr(config, "gen_weight", 0.0)
     lm = load_generator(config)
+    out = output_path(model_key(lm), config.out, f"methods/{kind}")
+    # what the adapters depend on: settings and the base weights (a changed base under the same
+    # name must neither resume nor pass for done)
+    record = {**settings_record(config, EXECUTION_ONLY), "kind": kind, "base_revision": lm.revision}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if finished_output(out, digest):
+        log.info("%s already holds these %s adapters: nothing to do", out, kind)
+        return out
     torch.manual_seed(config.seed)
     model, tok = lm.model, lm.tokenizer  # shared with other users of load_lm: restored below
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)
-    top = TopLayers(model, config.layers, config.rank, scaling=2.0, trainable=True)
+    trainable = torch.nn.Module()  # every trainable tensor, named, for lm_checkpoint
+    trainable.top = top = TopLayers(model, config.layers, config.rank, scaling=2.0, trainable=True)
     top.train()
     params = [t for _, _, m in top.lora_modules() for t in (m.lora_A, m.lora_B)]
     scale = None
     if kind == "gedi" and getattr(config, "logit_scale", False):
         scale = torch.nn.Parameter(torch.ones((), device=model.device))  # as GeDi: starts at 1
+        trainable.logit_scale = scale
         params.append(scale)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     steps = config.steps
@@ -150,14 +179,23 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
     texts = [clean_text(r.text) + eos for r in data]
     labels = [int(r.is_offensive) for r in data]  # 1 = toxic
     names = ("expert", "antiexpert") if kind == "experts" else ("nontoxic", "toxic")
+    folder = out / "checkpoints"
+    history: list[float] = []
+    start, wall_before = 0, 0.0
+    ckpt = latest_checkpoint(folder)
+    if ckpt is not None:
+        meta = load_checkpoint(ckpt, trainable, opt, sched, digest)
+        start, history, wall_before = meta["step"], meta["losses"], meta["wall_s"]
+        log.info("resuming %s adapters from %s (step %d of %d)", kind, ckpt, start, steps)
     was_training = model.training
     model.eval()
-    t0 = time.time()
-    history: list[float] = []
-    it = _batches(texts, labels, tok, config.batch, config.max_len, config.seed)
-    bar = Progress(steps, f"{kind} adapters", unit="steps")
-    for step in range(steps):
-        ids, mask, y = (t.to(model.device) for t in next(it))
+    batches = _batch_rows(labels, config.batch, config.seed)
+    for _ in range(start):  # the batches the checkpoint has read
+        next(batches)
+    bar = Progress(steps, f"{kind} adapters", unit="steps", initial=start)
+    for step in range(start, steps):
+        ids, mask, y = (t.to(model.device) for t in _encode(next(batches), texts, labels, tok,
+                                                             config.max_len))
         hidden, pe = _lower_hidden(model, top.first, ids, mask)
         loss = _loss(kind, model, top, hidden, pe, ids, mask, y, gen_weight, scale)
         opt.zero_grad()
@@ -169,23 +207,28 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
         bar.update(1)
         if (step + 1) % 10 == 0:
             bar.note(f"loss {_mean(history[-10:]):.4f}")
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps:
+            save_checkpoint(folder, step + 1, trainable, opt, sched,
+                            {"config_hash": digest, "config": record, "losses": history,
+                             "wall_s": wall_before + time.time() - t0})
     bar.close()
     model.train(was_training)
     for p, flag in frozen:
         p.requires_grad_(flag)
-    out = output_path(model_key(lm), config.out, f"methods/{kind}")
     extra: dict[str, Any] = {"base_model": lm.name, "base_revision": lm.revision, "kind": kind,
                              "rows": len(data), "steps": steps, "batch": config.batch,
                              "max_len": config.max_len, "lr": config.lr, "seed": config.seed,
-                             "seconds": round(time.time() - t0, 1),
+                             "seconds": round(wall_before + time.time() - t0, 1),
                              "loss_first10": _mean(history[:10]), "loss_last10": _mean(history[-10:]),
-                             "created_by": f"detoxkit train {kind}",
-                             "guided_by": corpus_guided_by(config.corpus_half)}
+                             "created_by": f"detoxkit train {kind}", "command": command_line(kind, config),
+                             "guided_by": corpus_guided_by(config.corpus_half),
+                             "config": record, "config_hash": digest}
     if kind == "gedi":
         extra["gen_weight"] = gen_weight
         if scale is not None:
             extra["logit_scale"] = round(float(scale.detach()), 6)
     top.save_adapters(out, names, lm.name, extra)
+    shutil.rmtree(folder, ignore_errors=True)  # the adapters are whole: checkpoints are spent
     log.info("%s adapters -> %s", kind, out)
     return out
 
