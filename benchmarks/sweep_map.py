@@ -6,6 +6,8 @@ With --run: `detoxkit sweep` of the curves in CURVES (and the base model) on the
 prompts of ../shared/data/rtp/challenging_toxic.jsonl x 25 samples, 20 new tokens, seed 0,
 judged by jigsaw-bilstm (a scorer that no compared method learned from), perplexity under
 the oracle `detoxkit run` picks. The sweep resumes point by point, so it can run in pieces.
+Curves that use longer-trained adapters (LONG_ADAPTERS) get them trained by --run just before
+their first point (resumable; about 25 minutes for the experts on 2 cores).
 
 Every finished point's metrics and per-prompt statistics (numbers only: no prompt or
 generated text) are then kept in benchmarks/sweep-results.json, which is committed, so the
@@ -30,15 +32,28 @@ from common import PROMPTS, ROOT
 from tradeoff import (KEYS, fmt_relative, paired_cells, read_results, run_per_prompt_stats,
                       write_result)
 
+# longer-trained, larger adapters than the shipped ones (DExperts 60 steps, GeDi 50 steps; 4 layers,
+# rank 8): directory (relative to the checkout, like the prompts) -> the command that trains it
+LONG_ADAPTERS = {
+    "benchmarks/runs/experts-500x8l-r16": ["train", "experts", "--rows", "8000", "--steps", "500",
+                                           "--layers", "8", "--rank", "16"],
+}
+EXPERTS_LONG = "benchmarks/runs/experts-500x8l-r16"
 CURVES = [  # run in this order: the cheap single methods, then the strong ones and their chains
     "vocab-shift:strength=1,3,5,8,12,16",
     "cfl:strength=10,20,40,60",
     "dexperts:alpha=0.5,1,2",
     "cfl+vocab-shift:strength=5+dexperts:alpha=0.5,1,2",
-    "trace:strength=1,3,6,10,16",
+    "trace:strength=1,3,6,10,16,24,32,48,64,96",
     "gedi:weight=10,30,60",
     "gate:wrap=(dexperts:alpha=2.0),threshold=0.3,0.5,0.7",
     "cfl:strength=20,40+dexperts:alpha=0.5,1",
+    # the gate with a check that does not see the prompt (the paper check opens on almost every
+    # challenging prompt), around the strongest vocabulary shift
+    "gate:wrap=(vocab-shift:strength=16),check=cfl,threshold=0.02,0.05,0.1",
+    # TRACE lowers perplexity as it cuts toxicity; the vocabulary shift cuts it at little cost
+    "trace:strength=16,32+vocab-shift:strength=8,12",
+    f"dexperts:path={EXPERTS_LONG},alpha=0.5,1,2",  # trained first (LONG_ADAPTERS) by --run
 ]
 JUDGE = "jigsaw-bilstm"
 RESULTS = ROOT / "benchmarks" / "sweep-results.json"
@@ -49,7 +64,7 @@ def run_map(args) -> None:
     """Run (or resume) every point not kept in the results file yet, keeping each as it ends."""
     from detoxkit.cli import build_parser
     from detoxkit.commands.run import resolve_config
-    from detoxkit.sweep import run_sweep
+    from detoxkit.sweep import expand_curve, run_sweep
 
     flags = ["sweep", "--out", str(args.out), "--prompts", str(args.prompts_file), "--samples",
              str(args.samples), "--max-new-tokens", "20", "--seed", "0", "--scorer", JUDGE,
@@ -60,8 +75,18 @@ def run_map(args) -> None:
     other = {r["dtype"] for key, r in kept.items() if key != "config"} - {args.dtype}
     if other:  # a curve's points must differ by their settings alone
         raise SystemExit(f"{args.results} holds points measured in {sorted(other)}, not {args.dtype}")
-    run_sweep(resolve_config(ns), CURVES, args.out, skip=lambda p: "+".join(p.methods) in kept,
-              on_finished=lambda p, run_dir: collect(args.out, args.results))
+    config = resolve_config(ns)
+    for i, curve in enumerate(CURVES):  # curve by curve, so an adapter is trained when it is due
+        kept = read_results(args.results)
+        pending = [m for p in expand_curve(curve) if "+".join(p.methods) not in kept for m in p.methods]
+        for path, command in LONG_ADAPTERS.items():
+            if any(f"path={path}" in m for m in pending) and not (Path(path) / "detoxkit.json").exists():
+                from detoxkit.cli import main as detoxkit_main  # the training resumes where it stopped
+
+                if detoxkit_main(command + ["--out", path]) != 0:
+                    raise SystemExit(f"training {path} failed")
+        run_sweep(config, CURVES[:i + 1], args.out, skip=lambda p: "+".join(p.methods) in kept,
+                  on_finished=lambda p, run_dir: collect(args.out, args.results))
 
 
 def collect(sweep_dir: Path, results: Path) -> dict:
