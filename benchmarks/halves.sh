@@ -82,6 +82,7 @@ step() {
         "cfl-a=cfl:path=$A/cfl.safetensors" "cfl40-a=cfl:strength=40,path=$A/cfl.safetensors" \
         "dexperts-a=dexperts:alpha=2.0,$X" "gedi-a=gedi:path=$A/gedi" \
         "trace-a=trace:classifier=$A/trace-nontoxic.safetensors" \
+        "trace32+vocab-shift12-a=trace:strength=32,classifier=$A/trace-nontoxic.safetensors|vocab-shift:strength=12,path=$A/vocab_shift.safetensors" \
         "gate+dexperts-a=gate:wrap=(dexperts:alpha=2.0,$X),scorer=($S)" \
         "wordban+dexperts-a=wordban:words=$A/banned_words.txt|dexperts:alpha=2.0,$X" \
         "cfl+vocab-shift+dexperts1-a=cfl:path=$A/cfl.safetensors|vocab-shift:strength=5,path=$A/vocab_shift.safetensors|dexperts:alpha=1.0,$X" \
