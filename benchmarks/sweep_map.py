@@ -34,11 +34,10 @@ from tradeoff import (KEYS, fmt_relative, paired_cells, read_results, run_per_pr
 
 # longer-trained, larger adapters than the shipped ones (DExperts 60 steps, GeDi 50 steps; 4 layers,
 # rank 8): directory (relative to the checkout, like the prompts) -> the command that trains it
-LONG_ADAPTERS = {
-    "benchmarks/runs/experts-500x8l-r16": ["train", "experts", "--rows", "8000", "--steps", "500",
-                                           "--layers", "8", "--rank", "16"],
-}
 EXPERTS_LONG = "benchmarks/runs/experts-500x8l-r16"
+LONG_ADAPTERS = {
+    EXPERTS_LONG: ["train", "experts", "--rows", "8000", "--steps", "500", "--layers", "8", "--rank", "16"],
+}
 CURVES = [  # run in this order: the cheap single methods, then the strong ones and their chains
     "vocab-shift:strength=1,3,5,8,12,16",
     "cfl:strength=10,20,40,60",

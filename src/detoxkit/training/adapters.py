@@ -13,8 +13,6 @@ and a rerun after the end has nothing to do.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import shutil
@@ -142,7 +140,7 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
 
     from ..methods.experts import model_key
     from ..methods.lora import TopLayers
-    from .lm_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from .lm_checkpoint import resume_losses, save_checkpoint, settings_digest
     from .lm_adapter import finished_output
 
     t0 = time.time()
@@ -152,7 +150,7 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
     # what the adapters depend on: settings and the base weights (a changed base under the same
     # name must neither resume nor pass for done)
     record = {**settings_record(config, EXECUTION_ONLY), "kind": kind, "base_revision": lm.revision}
-    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = settings_digest(record)
     if finished_output(out, digest):
         log.info("%s already holds these %s adapters: nothing to do", out, kind)
         return out
@@ -180,12 +178,8 @@ def train_adapters(config: ExpertsConfig, kind: str) -> Path:
     labels = [int(r.is_offensive) for r in data]  # 1 = toxic
     names = ("expert", "antiexpert") if kind == "experts" else ("nontoxic", "toxic")
     folder = out / "checkpoints"
-    history: list[float] = []
-    start, wall_before = 0, 0.0
-    ckpt = latest_checkpoint(folder)
+    start, history, wall_before, ckpt = resume_losses(folder, trainable, opt, sched, digest)
     if ckpt is not None:
-        meta = load_checkpoint(ckpt, trainable, opt, sched, digest)
-        start, history, wall_before = meta["step"], meta["losses"], meta["wall_s"]
         log.info("resuming %s adapters from %s (step %d of %d)", kind, ckpt, start, steps)
     was_training = model.training
     model.eval()

@@ -10,7 +10,6 @@ steps come from the token budget. Checkpoints (training/lm_checkpoint.py) every
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from .base import (GeneratorConfig, Trainer, command_line, corpus_half_setting, 
                    set_threads, setting, settings_record)
 from .lm_adapter import (METADATA_FILE, default_out, finished_output, peak_memory_mb, save_lm_adapter,
                          trainable_params)
-from .lm_checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .lm_checkpoint import resume_losses, save_checkpoint, settings_digest
 from .lm_data import TrainingText, corpus_nontoxic, pack_blocks, read_text_file, step_blocks
 
 log = logging.getLogger(__name__)
@@ -165,7 +164,7 @@ def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Pat
     # same name must not resume or pass for done)
     record = {**config_record(config), "data_fingerprint": data.fingerprint,
               "base_revision": lm.revision}
-    config_hash = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    config_hash = settings_digest(record)
     if finished_output(out, config_hash):
         log.info("%s already holds this %s model: nothing to do", out, recipe)
         return out
@@ -180,12 +179,8 @@ def train_lm(config: LMTrainingConfig, data: TrainingText, recipe: str, out: Pat
     model.train()
     opt, sched = make_optimizer(model, config, total)
     folder = out / "checkpoints"
-    history: list[float] = []
-    start, wall_before = 0, 0.0
-    ckpt = latest_checkpoint(folder)
+    start, history, wall_before, ckpt = resume_losses(folder, model, opt, sched, config_hash)
     if ckpt is not None:
-        meta = load_checkpoint(ckpt, model, opt, sched, config_hash)
-        start, history, wall_before = meta["step"], meta["losses"], meta["wall_s"]
         log.info("resuming %s from %s (step %d of %d)", recipe, ckpt, start, total)
     bar = Progress(total, f"{recipe} training", unit="steps", initial=start)
     device = model.device

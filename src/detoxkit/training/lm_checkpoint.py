@@ -9,6 +9,7 @@ whole; older ones are removed after.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -19,6 +20,12 @@ from typing import Any
 from ..errors import DetoxkitError
 
 LATEST = "latest"
+
+
+def settings_digest(record: dict[str, Any]) -> str:
+    """The fingerprint of the settings a training depends on: its checkpoints and its finished
+    output carry it, so that other settings neither resume nor pass for done."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler,
@@ -64,6 +71,18 @@ def latest_checkpoint(folder: Path) -> Path | None:
         return None
     path = folder / pointer.read_text(encoding="utf-8").strip()
     return path if (path / "state.json").exists() else None
+
+
+def resume_losses(folder: Path, model, optimizer, scheduler,
+                  config_hash: str) -> tuple[int, list[float], float, Path | None]:
+    """(steps done, their losses, wall seconds before, the checkpoint) of the newest checkpoint
+    in `folder`, restored into model, optimizer and scheduler; (0, [], 0.0, None) without one.
+    For trainings that save `losses` and `wall_s` with each checkpoint."""
+    ckpt = latest_checkpoint(folder)
+    if ckpt is None:
+        return 0, [], 0.0, None
+    meta = load_checkpoint(ckpt, model, optimizer, scheduler, config_hash)
+    return meta["step"], meta["losses"], meta["wall_s"], ckpt
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, config_hash: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ follows the uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -282,7 +281,9 @@ def ppo_update(policy: Policy, optimizer, batch: Rollouts, old_logp, old_values,
 
 def config_hash(config: RLHFConfig, data_fingerprint: str) -> str:
     record = {**_settings(config), "data_fingerprint": data_fingerprint}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    from .lm_checkpoint import settings_digest
+
+    return settings_digest(record)
 
 
 def read_log(path: Path, up_to_step: int) -> list[dict]:
